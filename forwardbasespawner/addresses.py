@@ -1,0 +1,72 @@
+"""Parse and validate the addresses a subclass or a remote system reports for a server."""
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+# RFC 1123 host names: labels of letters, digits and inner hyphens, dot separated
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+class InvalidAddress(ValueError):
+    """An address that is not ``[http[s]://]host:port``; the message says why."""
+
+
+def validate_host(host):
+    """Return ``host`` if it is a host name or an IP address (IPv6 without brackets), else raise."""
+    if not isinstance(host, str) or not host:
+        raise InvalidAddress("the host is empty")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(host):
+        raise InvalidAddress(f"not a valid host name or IP address: {host[:100]!r}")
+    return host
+
+
+def validate_port(port):
+    """Return ``port`` as an int if it is 1–65535, else raise."""
+    if isinstance(port, bool):
+        raise InvalidAddress("the port must be a number")
+    try:
+        value = int(port)
+    except (TypeError, ValueError):
+        raise InvalidAddress(f"the port must be a number, not {str(port)[:20]!r}") from None
+    if not 1 <= value <= 65535:
+        raise InvalidAddress(f"the port must be between 1 and 65535, not {value}")
+    return value
+
+
+def parse_server_address(address, default_scheme="http"):
+    """Split ``"http[s]://host:port"`` or ``"host:port"`` into ``(scheme, host, port)``, validated.
+
+    >>> parse_server_address("https://node7.cluster:8443")
+    ('https', 'node7.cluster', 8443)
+    >>> parse_server_address("[::1]:8888")
+    ('http', '::1', 8888)
+    """
+    if not isinstance(address, str) or not address.strip():
+        raise InvalidAddress("the address is empty")
+    text = address.strip()
+    if "://" not in text:
+        text = f"{default_scheme}://{text}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise InvalidAddress(f"not host:port: {address[:100]!r} ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidAddress(f"the scheme must be http or https, not {parts.scheme[:20]!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise InvalidAddress(f"only [http[s]://]host:port is accepted, not {address[:100]!r}")
+    if port is None:
+        raise InvalidAddress(f"the port is missing in {address[:100]!r}")
+    return parts.scheme, validate_host(parts.hostname), validate_port(port)
+
+
+def format_url(scheme, host, port):
+    """The URL for ``(scheme, host, port)``; IPv6 hosts get brackets."""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"

@@ -1,0 +1,89 @@
+"""SpawnEvents API: read a spawn's progress events; the remote start script posts new ones."""
+
+import asyncio
+import json
+
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.scopes import needs_scope
+from tornado import web
+
+from ..events import EventLog, InvalidEvent, parse_event
+from .auth import find_spawner, require_server_writer
+
+# for spawners that are not ForwardBaseSpawners (mixed deployments)
+_DEFAULT_MAX_BODY = 64 * 1024
+_DEFAULT_MAX_CHARS = 4096
+
+
+class SpawnEventsAPIHandler(APIHandler):
+    """``/hub/api/users/progress/events/{user}[/{server}]``
+
+    GET (``read:servers``): ``{"events": [...], "active": bool, "ready": bool}``.
+    POST (the server's own token, or ``admin:servers``): one event; 204 when stored.
+    A ``failed`` event ends the spawn: a pending start is cancelled, a running server stopped.
+    """
+
+    @needs_scope("read:servers")
+    async def get(self, user_name, server_name=""):
+        spawner = find_spawner(self, user_name, server_name or "")
+        if spawner is None:
+            raise web.HTTPError(404, "No such server.")
+        events = getattr(spawner, "events", [])
+        self.finish({"events": list(events), "active": spawner.active, "ready": spawner.ready})
+
+    async def post(self, user_name, server_name=""):
+        server_name = server_name or ""
+        spawner = require_server_writer(self, user_name, server_name)
+        max_body = getattr(spawner, "event_max_body_bytes", _DEFAULT_MAX_BODY)
+        if len(self.request.body) > max_body:
+            raise web.HTTPError(413, f"The event is larger than {max_body} bytes.")
+        try:
+            raw = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise web.HTTPError(400, "The body is not valid JSON.") from None
+        try:
+            event = parse_event(raw, max_chars=getattr(spawner, "event_max_chars", _DEFAULT_MAX_CHARS))
+        except InvalidEvent as e:
+            raise web.HTTPError(400, f"Invalid event: {e}") from None
+        if not (spawner.pending == "spawn" or (spawner.ready and not spawner.pending)):
+            raise web.HTTPError(409, f"Server {spawner._log_name} is not starting or running.")
+        event = await self._filter(spawner, event)
+        events = getattr(spawner, "events", None)
+        if not isinstance(events, EventLog):
+            raise web.HTTPError(400, f"Server {spawner._log_name} does not keep progress events.")
+        events.append(event)
+        spawner.save_state()
+        self.log.debug("Event for %s: %s", spawner._log_name, events[-1].get("message", ""))
+        if event.get("failed"):
+            self.log.info("Server %s reported a failure: %s", spawner._log_name, events[-1].get("message", ""))
+            await self._end_spawn(spawner, server_name)
+        self.set_status(204)
+        self.finish()
+
+    async def _filter(self, spawner, event):
+        try:
+            filtered = await spawner.run_filter_events(event)
+        except Exception:
+            self.log.exception("filter_events failed for %s", spawner._log_name)
+            raise web.HTTPError(400, "The event was rejected by the server's event filter.") from None
+        if not filtered:
+            raise web.HTTPError(400, "The event was rejected by the server's event filter.")
+        if not isinstance(filtered, dict):
+            self.log.error("filter_events for %s returned %r, not a dict", spawner._log_name, type(filtered))
+            raise web.HTTPError(400, "The event was rejected by the server's event filter.")
+        return filtered
+
+    async def _end_spawn(self, spawner, server_name):
+        """The remote side gave up: end the spawn the way JupyterHub's own cancel does."""
+        if spawner.pending == "spawn":
+            if spawner.abort_start(spawner.events[-1]):
+                return  # start() raises with the reason; JupyterHub stops and cleans up
+            # start() has returned and JupyterHub is waiting for the server to answer
+            spawner.end_start()
+            future = spawner._spawn_future
+            if future is not None and not future.done():
+                future.cancel()
+                await asyncio.wait([future], timeout=5)
+            await self.stop_single_user(spawner.user, server_name)
+        elif spawner.ready:
+            await self.stop_single_user(spawner.user, server_name)

@@ -1,0 +1,37 @@
+import os
+import signal
+import shutil
+
+import pytest
+
+from tests.hubharness import CHP, Hub, processes_with
+
+
+def pytest_configure(config):
+    if not os.path.exists(CHP):
+        raise pytest.UsageError(f"{CHP} is missing: run `make test` (it installs configurable-http-proxy)")
+
+
+@pytest.fixture(scope="module")
+async def hub(tmp_path_factory):
+    """A real JupyterHub + configurable-http-proxy for this test module."""
+    directory = tmp_path_factory.mktemp("hub")
+    hub = Hub(directory)
+    try:
+        await hub.start()
+        yield hub
+    finally:
+        await hub.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def no_leaks():
+    """Tests add the marker prefixes of their servers' processes; any still alive afterwards fails the test."""
+    markers = []
+    yield markers
+    leaked = {m: processes_with(m) for m in markers if m and processes_with(m)}
+    for pids in leaked.values():  # keep the machine clean for the next test, then fail this one
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+    assert not leaked, f"processes left behind: {leaked}"

@@ -1,0 +1,243 @@
+"""A real JupyterHub with a real configurable-http-proxy, as separate processes, for tests and benchmarks.
+
+The proxy is started by us (as on Zero to JupyterHub), so the Hub can be restarted while the
+proxy and the servers' routes stay. Every process is stopped by PID.
+"""
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import aiohttp
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHP = os.path.join(REPO, "node_modules", ".bin", "configurable-http-proxy")
+
+ADMIN_SCOPES = [
+    "admin:users", "admin:servers", "admin:server_state", "tokens", "shares",
+    "read:servers", "access:servers", "list:users", "read:users",
+]  # fmt: skip
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hub_config(hub, extra):
+    return textwrap.dedent(
+        f"""
+        c = get_config()  # noqa
+        c.JupyterHub.ip = "127.0.0.1"
+        c.JupyterHub.port = {hub.port}
+        c.JupyterHub.hub_ip = "127.0.0.1"
+        c.JupyterHub.hub_port = {hub.hub_port}
+        c.ConfigurableHTTPProxy.should_start = False
+        c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{hub.proxy_api_port}"
+        c.ConfigurableHTTPProxy.auth_token = {hub.proxy_token!r}
+        c.JupyterHub.db_url = "sqlite:///{hub.dir}/jupyterhub.sqlite"
+        c.JupyterHub.cookie_secret_file = "{hub.dir}/cookie_secret"
+        c.JupyterHub.pid_file = "{hub.dir}/hub.pid"
+        c.JupyterHub.authenticator_class = "dummy"
+        c.Authenticator.allow_all = True
+        c.Authenticator.admin_users = {{"admin"}}
+        c.JupyterHub.allow_named_servers = True
+        c.JupyterHub.cleanup_servers = False
+        c.JupyterHub.spawner_class = "tests.remotesim.SimulatedRemoteSpawner"
+        # answer a spawn request at once (202), so tests watch the spawn while it is pending
+        c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
+        c.Spawner.http_timeout = 30
+        c.Spawner.start_timeout = 60
+        c.JupyterHub.services = [{{"name": "test-admin", "api_token": {hub.admin_token!r}}}]
+        c.JupyterHub.load_roles = [
+            {{"name": "test-admin", "scopes": {ADMIN_SCOPES!r}, "services": ["test-admin"]}},
+            {{"name": "user", "scopes": ["self", "shares!user"]}},
+        ]
+        """
+    ) + textwrap.dedent(extra)
+
+
+class Hub:
+    """One Hub + proxy in a temporary directory; ``url`` is the proxy's public URL."""
+
+    def __init__(self, directory, extra_config=""):
+        self.dir = str(directory)
+        self.port = free_port()
+        self.hub_port = free_port()
+        self.proxy_api_port = free_port()
+        self.proxy_token = secrets.token_hex(16)
+        self.admin_token = secrets.token_hex(16)
+        self.extra_config = extra_config
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"{self.url}/hub/api"
+        self.proxy = None
+        self.hub = None
+        self.session = None
+        self.log_path = os.path.join(self.dir, "hub.log")
+
+    async def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, "jupyterhub_config.py"), "w") as f:
+            f.write(hub_config(self, self.extra_config))
+        self.session = aiohttp.ClientSession()
+        self.proxy = subprocess.Popen(
+            [CHP, "--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
+             "--api-port", str(self.proxy_api_port), "--error-target",
+             f"http://127.0.0.1:{self.hub_port}/hub/error", "--log-level", "warn"],
+            env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": self.proxy_token},
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "proxy.log"), "ab"),
+            start_new_session=True,  # Ctrl-C reaches only us; we stop it in order
+        )  # fmt: skip
+        await self.start_hub()
+
+    async def start_hub(self):
+        env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.hub = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py", "--debug"],
+            cwd=self.dir, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
+            start_new_session=True,
+        )
+        for _ in range(300):
+            if self.hub.poll() is not None:
+                raise RuntimeError(f"the Hub exited with {self.hub.returncode}:\n{self.log_tail()}")
+            try:
+                async with self.session.get(f"{self.api}/", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the Hub did not come up:\n{self.log_tail()}")
+
+    async def stop_hub(self):
+        if self.hub and self.hub.poll() is None:
+            self.hub.send_signal(signal.SIGTERM)
+            for _ in range(100):
+                if self.hub.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                self.hub.kill()
+                self.hub.wait()
+        self.hub = None
+
+    async def restart_hub(self):
+        await self.stop_hub()
+        await self.start_hub()
+
+    async def close(self):
+        await self.stop_hub()
+        if self.proxy and self.proxy.poll() is None:
+            self.proxy.terminate()
+            try:
+                self.proxy.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proxy.kill()
+                self.proxy.wait()
+        if self.session:
+            await self.session.close()
+
+    def log_tail(self, lines=60):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def log_text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    # --- REST helpers ---
+    async def request(self, method, path, token=None, body=None, data=None, headers=None):
+        """``(status, parsed JSON or text)`` of an API call; ``token`` defaults to the admin service."""
+        all_headers = {"Authorization": f"token {token or self.admin_token}"}
+        all_headers.update(headers or {})
+        if body is not None:
+            data = json.dumps(body)
+        async with self.session.request(method, f"{self.api}{path}", data=data, headers=all_headers) as r:
+            text = await r.text()
+            try:
+                return r.status, json.loads(text) if text else None
+            except ValueError:
+                return r.status, text
+
+    async def user_token(self, name, scopes=None):
+        await self.request("POST", f"/users/{name}")
+        body = {"note": "test"}
+        if scopes is not None:
+            body["scopes"] = scopes
+        status, reply = await self.request("POST", f"/users/{name}/tokens", body=body)
+        assert status == 201, (status, reply)
+        return reply["token"]
+
+    async def server_model(self, name, server=""):
+        status, reply = await self.request("GET", f"/users/{name}?include_stopped_servers=1")
+        assert status == 200, reply
+        return reply["servers"].get(server)
+
+    async def wait_for(self, predicate, timeout=30, interval=0.1):
+        for _ in range(int(timeout / interval)):
+            result = await predicate()
+            if result:
+                return result
+            await asyncio.sleep(interval)
+        raise AssertionError(f"timed out waiting for {predicate.__name__}\n{self.log_tail()}")
+
+    async def wait_ready(self, name, server=""):
+        async def ready():
+            model = await self.server_model(name, server)
+            return model if model and model["ready"] and not model["pending"] else None
+
+        return await self.wait_for(ready)
+
+    async def wait_stopped(self, name, server=""):
+        async def stopped():
+            model = await self.server_model(name, server)
+            return not model or not (model["ready"] or model["pending"]) and (model.get("stopped", True))
+
+        return await self.wait_for(stopped)
+
+    async def progress_events(self, name, server="", token=None, on_open=None):
+        """Read the real progress EventStream of a server until it ends; return its events."""
+        path = f"/users/{name}/servers/{server}/progress"
+        headers = {"Authorization": f"token {token or self.admin_token}"}
+        events = []
+        async with self.session.get(f"{self.api}{path}", headers=headers) as r:
+            assert r.status == 200, await r.text()
+            if on_open:
+                await on_open()
+            async for line in r.content:
+                line = line.decode().strip()
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+        return events
+
+
+def processes_with(marker):
+    """PIDs of live processes whose command line contains ``marker``."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    with open(f"/proc/{pid}/stat") as s:
+                        if s.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def clean_dir(path):
+    shutil.rmtree(path, ignore_errors=True)
