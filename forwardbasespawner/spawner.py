@@ -299,13 +299,13 @@ class ForwardBaseSpawner(Spawner):
         self._abort_message = None
         self._cached_public_api_url = ""
         self._tunnel_open = False
-        self._start_ended = False
+        self._start_cancelled = False
 
     @property
     def ready(self):
         # After a cancel, JupyterHub's progress stream asks `ready` before stop() has removed the
         # server, and would end a cancelled spawn with "Server ready"; a cancelled start never is.
-        return not self._start_ended and super().ready
+        return not self._start_cancelled and super().ready
 
     @property
     def events(self):
@@ -383,7 +383,7 @@ class ForwardBaseSpawner(Spawner):
         if not self.start_id:
             self.start_id = uuid.uuid4().hex
         self._abort_message = None
-        self._start_ended = False
+        self._start_cancelled = False
         if self.api_token:
             self.server_token_sha256 = token_sha256(self.api_token)
         url = await resolve(self.public_api_url, self, self.port_forward_info)
@@ -402,9 +402,14 @@ class ForwardBaseSpawner(Spawner):
                 # cancelled by us because the remote side reported a failure
                 raise StartAborted(self._abort_message) from None
             # cancelled by JupyterHub (the user pressed cancel): cleanup follows in stop()
-            self._start_ended = True
+            self._start_cancelled = True
             self.log.info("Start of %s cancelled", self._log_id)
-            self._events.append(await self.get_cancelling_event())
+            try:
+                event = await self.get_cancelling_event()
+            except Exception:
+                self.log.exception("cancelling_event of %s failed; using the default", self._log_id)
+                event = self._default_cancelling_event()
+            self._events.append(event)
             raise
         except Exception as e:
             if self._abort_message is None:
@@ -440,9 +445,9 @@ class ForwardBaseSpawner(Spawner):
         task.cancel()
         return True
 
-    def end_start(self):
+    def mark_start_cancelled(self):
         """Mark a start that JupyterHub is about to cancel after ``start()`` returned as not ready."""
-        self._start_ended = True
+        self._start_cancelled = True
 
     # -------------------------------------------------------------- progress
     async def _generate_progress(self):

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -87,7 +86,7 @@ class Hub:
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, "jupyterhub_config.py"), "w") as f:
             f.write(hub_config(self, self.extra_config))
-        self.session = aiohttp.ClientSession()
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.proxy = subprocess.Popen(
             [CHP, "--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
              "--api-port", str(self.proxy_api_port), "--error-target",
@@ -239,5 +238,9 @@ def processes_with(marker):
     return found
 
 
-def clean_dir(path):
-    shutil.rmtree(path, ignore_errors=True)
+def server_token(marker_prefix):
+    """The API token JupyterHub gave a server, read from its (one) process's environment."""
+    (pid,) = processes_with(marker_prefix)
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    return env[b"JUPYTERHUB_API_TOKEN"].decode()

@@ -7,19 +7,11 @@ import re
 import aiohttp
 import pytest
 
-from tests.hubharness import processes_with
+from tests.hubharness import processes_with, server_token
 
 pytestmark = pytest.mark.slow
 
 EVENTS = "/users/progress/events"
-
-
-def server_token(marker_prefix):
-    """The API token JupyterHub gave a running server, read from its process environment."""
-    (pid,) = processes_with(marker_prefix)
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
-    return env[b"JUPYTERHUB_API_TOKEN"].decode()
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,7 @@ class SpawnEventsAPIHandler(APIHandler):
             if spawner.abort_start(spawner.events[-1]):
                 return  # start() raises with the reason; JupyterHub stops and cleans up
             # start() has returned and JupyterHub is waiting for the server to answer
-            spawner.end_start()
+            spawner.mark_start_cancelled()
             future = spawner._spawn_future
             if future is not None and not future.done():
                 future.cancel()
