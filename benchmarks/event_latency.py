@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.hubharness import Hub, processes_with, server_token  # noqa: E402
 
 
-async def open_stream(session, hub, arrivals, opened):
+async def open_stream(session, hub, arrivals, opened, open_key):
     url = f"{hub.api}/users/bench/servers/s/progress"
     async with session.get(url, headers={"Authorization": f"token {hub.admin_token}"}) as r:
         assert r.status == 200, await r.text()
@@ -32,8 +32,10 @@ async def open_stream(session, hub, arrivals, opened):
                 continue
             now = time.perf_counter()
             message = json.loads(line[5:]).get("message", "")
-            if "bench-open" in message:
+            if open_key in message:
                 opened.release()
+            elif "bench-open" in message:
+                continue  # an earlier run's marker, replayed to this new stream
             elif "bench-" in message:
                 arrivals.setdefault(message.rsplit("bench-", 1)[1], []).append(now)
 
@@ -41,9 +43,10 @@ async def open_stream(session, hub, arrivals, opened):
 async def latency_run(hub, session, token, streams, events):
     arrivals = {}
     opened = asyncio.Semaphore(0)
-    readers = [asyncio.ensure_future(open_stream(session, hub, arrivals, opened)) for _ in range(streams)]
-    await hub.request("POST", "/users/progress/events/bench/s", token=token, body={"message": "bench-open"})
-    for _ in range(streams):  # every stream replays the log, so each sees "bench-open" once
+    open_key = f"bench-open-{time.monotonic_ns()}"
+    readers = [asyncio.ensure_future(open_stream(session, hub, arrivals, opened, open_key)) for _ in range(streams)]
+    await hub.request("POST", "/users/progress/events/bench/s", token=token, body={"message": open_key})
+    for _ in range(streams):  # every stream replays the log, so each sees this run's marker once
         await asyncio.wait_for(opened.acquire(), 60)
     samples_after_answer, samples_after_send = [], []
     for i in range(events):
@@ -52,7 +55,7 @@ async def latency_run(hub, session, token, streams, events):
         status, _ = await hub.request("POST", "/users/progress/events/bench/s", token=token,
                                       body={"progress": 50, "message": f"bench-{key}"})  # fmt: skip
         answered = time.perf_counter()
-        assert status == 204
+        assert status == 204, status
         for _ in range(500):
             if len(arrivals.get(key, [])) == streams:
                 break
@@ -75,7 +78,7 @@ async def throughput_run(hub, token, posters, total):
             remaining[0] -= 1
             status, _ = await hub.request("POST", "/users/progress/events/bench/s", token=token,
                                           body={"progress": 10, "message": "throughput"})  # fmt: skip
-            assert status == 204
+            assert status == 204, status
 
     start = time.perf_counter()
     await asyncio.gather(*(poster() for _ in range(posters)))
@@ -93,7 +96,7 @@ def summary(samples):
 
 async def main(args):
     with tempfile.TemporaryDirectory(prefix="fbs-bench-") as directory:
-        hub = Hub(directory, extra_config="c.JupyterHub.log_level = 'WARN'\n")
+        hub = Hub(directory, extra_config="c.Spawner.start_timeout = 3600\n", debug=False)
         await hub.start()
         try:
             await hub.request("POST", "/users/bench")

@@ -1,6 +1,12 @@
 """forwardbasespawner: a JupyterHub Spawner base for single-user servers on remote systems."""
 
-from .api import ROUTES, SpawnEventsAPIHandler, register_api_handlers
+from .api import (
+    ROUTES,
+    SetupTunnelAPIHandler,
+    SpawnEventsAPIHandler,
+    SSHNodeRestartedAPIHandler,
+    register_api_handlers,
+)
 from .spawner import ForwardBaseSpawner, StartAborted
 
 __version__ = "0.1.0.dev0"
@@ -11,6 +17,8 @@ register_api_handlers()
 __all__ = [
     "ROUTES",
     "ForwardBaseSpawner",
+    "SSHNodeRestartedAPIHandler",
+    "SetupTunnelAPIHandler",
     "SpawnEventsAPIHandler",
     "StartAborted",
     "__version__",

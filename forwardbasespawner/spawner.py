@@ -13,6 +13,7 @@ from traitlets import Bool, Callable, Dict, Float, Integer, Unicode, Union, defa
 from .addresses import format_url, parse_server_address
 from .events import EventLog, describe_exception
 from .hooks import resolve, resolve_sync
+from .ssh.tunnels import SSHTunnels
 
 
 def token_sha256(token):
@@ -28,7 +29,7 @@ class StartAborted(Exception):
         self.jupyterhub_message = message
 
 
-class ForwardBaseSpawner(Spawner):
+class ForwardBaseSpawner(SSHTunnels, Spawner):
     """Base class for spawners whose single-user servers run on another system.
 
     Subclasses implement three coroutines:
@@ -39,7 +40,8 @@ class ForwardBaseSpawner(Spawner):
     - ``_stop(now=False, **kwargs)``: stop the remote server; must tolerate a half-started one.
 
     The base owns ``start()``, ``poll()`` and ``stop()``: progress events, cancel, the tunnel
-    hub → server (through the ``run_ssh_forward`` seam), and the state kept across Hub restarts.
+    hub → server (``run_ssh_forward``, see :class:`~forwardbasespawner.ssh.tunnels.SSHTunnels`),
+    and the state kept across Hub restarts.
     """
 
     # -------------------------------------------------------------- lifecycle hooks
@@ -288,17 +290,20 @@ class ForwardBaseSpawner(Spawner):
     # -------------------------------------------------------------- instance state
     # Not config: read and written by subclasses (CONTRACT.md).
     start_id = ""
+    tunnel_node = ""  # the jump node this server's forward goes through (SSHNodeRestarted matches it)
     yield_wait_seconds = 1  # kept for subclasses of the original; progress here is event-driven
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.port_forward_info = {}
         self.server_token_sha256 = ""
+        self._configured_port = self.port  # c.Spawner.port; self.port becomes this start's port
         self._events = EventLog(self.events_max_count, self.events_max_bytes, self.event_max_chars)
         self._start_task = None
         self._abort_message = None
         self._cached_public_api_url = ""
         self._tunnel_open = False
+        self._tunnel_needs_restore = False
         self._start_cancelled = False
 
     @property
@@ -357,26 +362,6 @@ class ForwardBaseSpawner(Spawner):
         _, host, port = parse_server_address(address)
         return host, port
 
-    # -------------------------------------------------------------- tunnel seams
-    async def run_ssh_forward(self, create_svc=True):
-        """Open the tunnel hub → server to ``port_forward_info["service"]``; return ``(host, port)``
-        where the Hub (or the proxy, through a Service) reaches it.
-
-        The OpenSSH backend arrives in a later release; until then a subclass overrides this.
-        """
-        raise NotImplementedError(
-            f"{type(self).__name__} asks for a tunnel, but no tunnel backend is configured"
-        )
-
-    async def run_ssh_forward_remove(self, delete_svc=True):
-        """Remove what :meth:`run_ssh_forward` created; harmless when nothing is there."""
-
-    async def _delayed_tunnel_address(self):
-        """``(host, port)`` the server will have once the remote side reports it (SetupTunnel)."""
-        raise NotImplementedError(
-            f"{type(self).__name__}._start() returned no address, and delayed tunnels need the SSH backend"
-        )
-
     # -------------------------------------------------------------- start
     async def start(self):
         self._events.begin()
@@ -423,6 +408,7 @@ class ForwardBaseSpawner(Spawner):
     async def _connect(self, response):
         """The three cases of DESIGN.md: tunnel now, tunnel later, or no tunnel."""
         if not response:
+            self._tunnel_open = True  # stop() removes whatever SetupTunnel will have made
             host, port = await self._delayed_tunnel_address()
             return format_url("http", host, port)
         scheme, host, port = parse_server_address(response)
@@ -472,6 +458,17 @@ class ForwardBaseSpawner(Spawner):
     async def poll(self):
         if self._start_task is not None and not self._start_task.done():
             return None
+        try:
+            broken = await self.check_tunnel()
+        except Exception as e:  # a bug or a hook's error must not stop JupyterHub's polling
+            self.log.exception("Checking the tunnel of %s failed", self._log_id)
+            broken = f"the tunnel check failed: {e}"
+        if broken:
+            self.log.error("Tunnel of %s is down for good: %s; stopping the server", self._log_id, broken)
+            self._events.append({"progress": 100, "failed": True, "message": f"The connection to the server was lost: {broken}"})
+            # JupyterHub will treat the server as gone and not call stop(): clean up the remote side now
+            await self.stop(now=True)
+            return 1
         if self.pre_poll_hook is not None:
             decision = await resolve(self.pre_poll_hook, self)
             if decision is False:
@@ -531,6 +528,8 @@ class ForwardBaseSpawner(Spawner):
             state["server_token_sha256"] = self.server_token_sha256
         if self._tunnel_open:
             state["tunnel_open"] = True
+        if self.tunnel_node:
+            state["tunnel_node"] = self.tunnel_node
         state["events"] = self._events.to_list()
         return state
 
@@ -543,8 +542,10 @@ class ForwardBaseSpawner(Spawner):
             self.port = port
         self.start_id = str(state.get("start_id") or "")
         self.server_token_sha256 = str(state.get("server_token_sha256") or "")
+        self.tunnel_node = str(state.get("tunnel_node") or self.port_forward_info.get("ssh_node") or "")
         # rows written by the original package have no tunnel flag: a recorded forward means one
         self._tunnel_open = bool(state.get("tunnel_open", bool(self.port_forward_info.get("service"))))
+        self._tunnel_needs_restore = self._tunnel_open
         events = state.get("events")
         if isinstance(events, list):
             self._events.load(events)
@@ -558,6 +559,8 @@ class ForwardBaseSpawner(Spawner):
         self.server_token_sha256 = ""
         self._tunnel_open = False
         self._cached_public_api_url = ""
+        self.tunnel_node = ""
+        self.port = self._configured_port
 
     def get_env(self):
         env = super().get_env()

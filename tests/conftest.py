@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from tests.hubharness import CHP, Hub, processes_with
+from tests.sshd import SSHServer
 
 
 def pytest_configure(config):
@@ -35,3 +36,12 @@ def no_leaks():
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
     assert not leaked, f"processes left behind: {leaked}"
+
+
+@pytest.fixture(scope="module")
+async def sshd(tmp_path_factory):
+    """A real OpenSSH sshd on loopback with its own host and client keys, for this test module."""
+    server = SSHServer(tmp_path_factory.mktemp("sshd"))
+    await server.start()
+    yield server
+    await server.stop()

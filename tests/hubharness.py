@@ -67,7 +67,7 @@ def hub_config(hub, extra):
 class Hub:
     """One Hub + proxy in a temporary directory; ``url`` is the proxy's public URL."""
 
-    def __init__(self, directory, extra_config=""):
+    def __init__(self, directory, extra_config="", debug=True):
         self.dir = str(directory)
         self.port = free_port()
         self.hub_port = free_port()
@@ -75,6 +75,7 @@ class Hub:
         self.proxy_token = secrets.token_hex(16)
         self.admin_token = secrets.token_hex(16)
         self.extra_config = extra_config
+        self.debug = debug
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"{self.url}/hub/api"
         self.proxy = None
@@ -100,7 +101,7 @@ class Hub:
     async def start_hub(self):
         env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.hub = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py", "--debug"],
+            [sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"] + (["--debug"] if self.debug else []),
             cwd=self.dir, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
             start_new_session=True,
         )

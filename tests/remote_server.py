@@ -14,9 +14,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def post_event(event):
+def post_event(event, url_variable="JUPYTERHUB_EVENTS_URL"):
     request = urllib.request.Request(
-        os.environ["JUPYTERHUB_EVENTS_URL"],
+        os.environ[url_variable],
         data=json.dumps(event).encode(),
         method="POST",
         headers={
@@ -56,6 +56,10 @@ def main():
         time.sleep(3600)  # a failed job lingers until the hub stops it
         return
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["FBS_SIM_PORT"])), Handler)
+    if os.environ.get("FBS_SIM_SETUPTUNNEL"):
+        # like a batch job that learns its node only now: tell the Hub where the server listens
+        status = post_event({"service": f"127.0.0.1:{os.environ['FBS_SIM_PORT']}"}, "JUPYTERHUB_SETUPTUNNEL_URL")
+        print(f"setuptunnel answered {status}", file=sys.stderr, flush=True)
     server.serve_forever()
 
 

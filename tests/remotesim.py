@@ -7,7 +7,7 @@ environment the base builds (events URL, token). ``user_options`` steer the scen
 - ``start_delay``: seconds ``_start()`` waits after starting the process (a slow batch queue)
 - ``fail``: the remote script posts a failed event with this message instead of listening
 - ``raise``: ``_start()`` raises RuntimeError with this message; ``http_error``: a bare HTTPError
-- ``tunnel``: ask for a tunnel during start-up (served by ``run_ssh_forward`` below)
+- ``later``: ``_start()`` returns no address; the remote script calls SetupTunnel once it listens
 """
 
 import asyncio
@@ -59,6 +59,7 @@ class SimulatedRemoteSpawner(ForwardBaseSpawner):
             FBS_SIM_EVENTS=str(options.get("events", 0)),
             FBS_SIM_EVENT_DELAY=str(options.get("event_delay", 0)),
             FBS_SIM_FAIL=str(options.get("fail", "")),
+            FBS_SIM_SETUPTUNNEL="1" if options.get("later") else "",
         )
         proc = await asyncio.create_subprocess_exec(
             sys.executable, os.path.join(HERE, "remote_server.py"), self.marker,
@@ -67,7 +68,7 @@ class SimulatedRemoteSpawner(ForwardBaseSpawner):
         self.pid = proc.pid
         if options.get("start_delay"):
             await asyncio.sleep(float(options["start_delay"]))
-        return f"http://127.0.0.1:{port}"
+        return None if options.get("later") else f"http://127.0.0.1:{port}"
 
     async def _poll(self):
         if not self.pid:
@@ -91,19 +92,6 @@ class SimulatedRemoteSpawner(ForwardBaseSpawner):
             except ProcessLookupError:
                 pass
         self.pid = 0
-
-    async def get_ssh_during_startup(self):
-        return bool((self.user_options or {}).get("tunnel"))
-
-    async def run_ssh_forward(self, create_svc=True):
-        # the tunnel itself arrives with the SSH backend; here we record that the seam was used
-        self.port_forward_info["forward_calls"] = self.port_forward_info.get("forward_calls", 0) + 1
-        host, port = self.split_service_address(self.port_forward_info["service"])
-        return host, port
-
-    async def run_ssh_forward_remove(self, delete_svc=True):
-        self.port_forward_info["removed"] = True
-        self.log.info("tunnel-removed %s", self._log_name)
 
     def get_state(self):
         state = super().get_state()

@@ -8,6 +8,7 @@ from jupyterhub.objects import Hub
 
 import forwardbasespawner
 from forwardbasespawner import ForwardBaseSpawner, register_api_handlers
+from forwardbasespawner.ssh.spec import InvalidSpec
 
 
 class Remote(ForwardBaseSpawner):
@@ -121,12 +122,12 @@ async def test_hooks_rewrite_start_response_and_path():
     assert await spawner.start() == "http://node1.example.org:9000/lab"
 
 
-async def test_tunnel_now_without_backend_fails_with_a_clear_event():
+async def test_tunnel_without_a_node_fails_with_a_clear_event():
     spawner = make(ssh_during_startup=True)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(InvalidSpec):
         await spawner.start()
     assert spawner.events[-1]["failed"] is True
-    assert "no tunnel backend is configured" in spawner.events[-1]["message"]
+    assert "no ssh_node is configured" in spawner.events[-1]["message"]
 
 
 async def test_filter_events_sync_and_async():

@@ -1,11 +1,16 @@
 """The Hub API routes of forwardbasespawner and their registration."""
 
 from .events import SpawnEventsAPIHandler
+from .sshnode import SSHNodeRestartedAPIHandler
+from .tunnel import SetupTunnelAPIHandler
 
 #: (route under the Hub prefix, handler), in the form JupyterHub's own API handlers use
 ROUTES = [
     (r"/api/users/progress/events/([^/]+)", SpawnEventsAPIHandler),
     (r"/api/users/progress/events/([^/]+)/([^/]*)", SpawnEventsAPIHandler),
+    (r"/api/users/setuptunnel/([^/]+)", SetupTunnelAPIHandler),
+    (r"/api/users/setuptunnel/([^/]+)/([^/]*)", SetupTunnelAPIHandler),
+    (r"/api/recreateforward/([^/]+)", SSHNodeRestartedAPIHandler),
 ]
 
 
@@ -25,4 +30,10 @@ def register_api_handlers(routes=None):
     return added
 
 
-__all__ = ["ROUTES", "SpawnEventsAPIHandler", "register_api_handlers"]
+__all__ = [
+    "ROUTES",
+    "SSHNodeRestartedAPIHandler",
+    "SetupTunnelAPIHandler",
+    "SpawnEventsAPIHandler",
+    "register_api_handlers",
+]

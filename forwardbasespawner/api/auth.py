@@ -51,11 +51,12 @@ def require_server_writer(handler, user_name, server_name):
 
 
 def check_custom_scopes(handler):
-    """Pass if the caller holds any of ``handler.required_scopes`` (or is an admin), else 403."""
+    """Pass if the caller holds any of ``handler.required_scopes`` or is an admin (an admin user, or
+    unfiltered ``admin:servers``), else 403 naming the scopes."""
     required = list(getattr(handler, "required_scopes", []))
     if handler.current_user is None:
         raise web.HTTPError(403, "Missing or invalid credentials.")
     held = getattr(handler, "expanded_scopes", set())
-    if any(scope in held for scope in required) or getattr(handler.current_user, "admin", False):
+    if any(scope in held for scope in required) or getattr(handler.current_user, "admin", False) or "admin:servers" in held:
         return
     raise web.HTTPError(403, f"Requires one of the scopes: {', '.join(required)}")

@@ -1,14 +1,12 @@
 """SpawnEvents API: read a spawn's progress events; the remote start script posts new ones."""
 
-import asyncio
-import json
-
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
 from ..events import EventLog, InvalidEvent, parse_event
 from .auth import find_spawner, require_server_writer
+from .common import end_spawn, read_json_body, require_starting_or_running
 
 # for spawners that are not ForwardBaseSpawners (mixed deployments)
 _DEFAULT_MAX_BODY = 64 * 1024
@@ -34,19 +32,12 @@ class SpawnEventsAPIHandler(APIHandler):
     async def post(self, user_name, server_name=""):
         server_name = server_name or ""
         spawner = require_server_writer(self, user_name, server_name)
-        max_body = getattr(spawner, "event_max_body_bytes", _DEFAULT_MAX_BODY)
-        if len(self.request.body) > max_body:
-            raise web.HTTPError(413, f"The event is larger than {max_body} bytes.")
-        try:
-            raw = json.loads(self.request.body or b"null")
-        except ValueError:
-            raise web.HTTPError(400, "The body is not valid JSON.") from None
+        raw = read_json_body(self, getattr(spawner, "event_max_body_bytes", _DEFAULT_MAX_BODY))
         try:
             event = parse_event(raw, max_chars=getattr(spawner, "event_max_chars", _DEFAULT_MAX_CHARS))
         except InvalidEvent as e:
             raise web.HTTPError(400, f"Invalid event: {e}") from None
-        if not (spawner.pending == "spawn" or (spawner.ready and not spawner.pending)):
-            raise web.HTTPError(409, f"Server {spawner._log_name} is not starting or running.")
+        require_starting_or_running(spawner)
         event = await self._filter(spawner, event)
         events = getattr(spawner, "events", None)
         if not isinstance(events, EventLog):
@@ -56,7 +47,7 @@ class SpawnEventsAPIHandler(APIHandler):
         self.log.debug("Event for %s: %s", spawner._log_name, events[-1].get("message", ""))
         if event.get("failed"):
             self.log.info("Server %s reported a failure: %s", spawner._log_name, events[-1].get("message", ""))
-            await self._end_spawn(spawner, server_name)
+            await end_spawn(self, spawner, server_name, events[-1])
         self.set_status(204)
         self.finish()
 
@@ -72,18 +63,3 @@ class SpawnEventsAPIHandler(APIHandler):
             self.log.error("filter_events for %s returned %r, not a dict", spawner._log_name, type(filtered))
             raise web.HTTPError(400, "The event was rejected by the server's event filter.")
         return filtered
-
-    async def _end_spawn(self, spawner, server_name):
-        """The remote side gave up: end the spawn the way JupyterHub's own cancel does."""
-        if spawner.pending == "spawn":
-            if spawner.abort_start(spawner.events[-1]):
-                return  # start() raises with the reason; JupyterHub stops and cleans up
-            # start() has returned and JupyterHub is waiting for the server to answer
-            spawner.mark_start_cancelled()
-            future = spawner._spawn_future
-            if future is not None and not future.done():
-                future.cancel()
-                await asyncio.wait([future], timeout=5)
-            await self.stop_single_user(spawner.user, server_name)
-        elif spawner.ready:
-            await self.stop_single_user(spawner.user, server_name)

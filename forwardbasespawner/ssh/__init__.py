@@ -1,0 +1,1 @@
+"""SSH tunnels: specs and validation, OpenSSH ControlMasters, supervision and port allocation."""

@@ -1,0 +1,249 @@
+"""OpenSSH ControlMasters: pure argv builders, and the manager that runs them.
+
+One master process per jump-node identity holds the SSH connection; forwards are added to and
+removed from it with ``ssh -S <socket> -O forward|cancel``, so tunnel traffic moves in ssh's own
+processes, never in the Hub's event loop. Every command is an argv list; no shell is involved.
+"""
+
+import asyncio
+import collections
+import contextlib
+import os
+import re
+import stat
+import time
+
+from .spec import Endpoint, Forward
+
+# ---------------------------------------------------------------- pure builders
+
+
+def master_argv(endpoint: Endpoint, control_path, *, known_hosts, ssh="ssh", strict_host_key_checking="yes",
+                ciphers="", alive_interval=5, alive_count=3, connect_timeout=10):  # fmt: skip
+    """The command line of a ControlMaster for ``endpoint`` (no forwards: they are added later)."""
+    argv = [
+        ssh, "-M", "-N", "-T", "-S", control_path,
+        "-o", "ControlPersist=no",
+        "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", f"StrictHostKeyChecking={strict_host_key_checking}",
+        "-o", f"ServerAliveInterval={int(alive_interval)}",
+        "-o", f"ServerAliveCountMax={int(alive_count)}",
+        "-o", f"ConnectTimeout={int(connect_timeout)}",
+        "-o", "ExitOnForwardFailure=no",
+        "-p", str(endpoint.port),
+    ]  # fmt: skip
+    if ciphers:
+        argv += ["-c", ciphers]
+    if endpoint.key:
+        argv += ["-i", endpoint.key, "-o", "IdentitiesOnly=yes"]
+    if endpoint.user:
+        argv += ["-l", endpoint.user]
+    for name, value in endpoint.options:
+        argv += ["-o", f"{name}={value}"]
+    return argv + ["--", endpoint.host]
+
+
+def control_argv(endpoint: Endpoint, control_path, command, forward: Forward = None, *, ssh="ssh"):
+    """``ssh -S <socket> -O <command> [-L|-R spec] -- host``: talk to a running master."""
+    if command not in ("check", "forward", "cancel", "exit"):
+        raise ValueError(f"unknown control command {command!r}")
+    argv = [ssh, "-S", control_path, "-O", command]
+    if forward is not None:
+        argv += [f"-{forward.kind}", forward.argument()]
+    return argv + ["--", endpoint.host]
+
+
+def control_dir(path):
+    """Create (or check) the private directory of the control sockets: ours, 0700, no symlink."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise RuntimeError(f"{path} must be a directory owned by this user")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+_ALLOCATED_PORT = re.compile(rb"^(\d{1,5})\s*$", re.M)
+
+# ---------------------------------------------------------------- effects
+
+
+class TunnelError(Exception):
+    """A master or a forward could not be set up; the message is ssh's own reason."""
+
+
+class ForwardError(TunnelError):
+    """The master is up but refused one forward (e.g. its port is taken)."""
+
+
+async def run_argv(argv, timeout=30):
+    """Run ``argv`` (no shell); return ``(returncode, stdout, stderr)``."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode, out, err
+
+
+def _last_line(err):
+    lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "no message from ssh"
+
+
+class ControlMaster:
+    """One ssh ControlMaster process and the forwards that should exist on it.
+
+    ``wanted`` is the truth: the supervisor re-adds every wanted forward after a restart.
+    """
+
+    def __init__(self, endpoint, control_path, master_args, log, *, ssh="ssh", start_timeout=10):
+        self.endpoint = endpoint
+        self.control_path = control_path
+        self.master_args = master_args  # keyword arguments of master_argv
+        self.log = log
+        self.ssh = ssh
+        self.start_timeout = start_timeout
+        self.process = None
+        self.stderr_tail = collections.deque(maxlen=5)
+        self._stderr_reader = None
+        self.lock = asyncio.Lock()
+        self.restore_lock = asyncio.Lock()
+        self.wanted = {}  # Forward -> allocated remote port (R forwards) or None
+        self.stopping = False
+        self.started_at = None
+
+    @property
+    def up(self):
+        """Started, authenticated and answering (not merely a process that is still connecting)."""
+        return self.process is not None and self.process.returncode is None and self.started_at is not None
+
+    async def ensure_up(self):
+        """Start the master unless it runs; concurrent callers wait for the same start."""
+        if self.up:
+            return
+        async with self.lock:
+            if not self.up:
+                await self._start()
+
+    async def _start(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.control_path)  # a stale socket of a dead master
+        argv = master_argv(self.endpoint, self.control_path, ssh=self.ssh, **self.master_args)
+        self.started_at = None
+        started = time.monotonic()
+        self.process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        # ssh writes a line for every failed channel; unread, the pipe would fill and stall the master
+        self.stderr_tail.clear()
+        self._stderr_reader = asyncio.ensure_future(self._read_stderr(self.process))
+        exit_wait = asyncio.ensure_future(self.process.wait())
+        try:
+            while time.monotonic() - started < self.start_timeout:
+                if exit_wait.done():
+                    await asyncio.wait([self._stderr_reader], timeout=1)
+                    reason = self.stderr_tail[-1] if self.stderr_tail else "no message from ssh"
+                    raise TunnelError(f"ssh to {self.endpoint.describe()} failed: {reason}")
+                if os.path.exists(self.control_path):
+                    rc, _, _ = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
+                    if rc == 0:
+                        self.started_at = time.monotonic()
+                        self.log.info("ssh master to %s up in %.0f ms", self.endpoint.describe(), (self.started_at - started) * 1000)
+                        return
+                # the master has no readiness signal but its socket; this wait is start-up only
+                await asyncio.wait([exit_wait], timeout=0.02)
+            raise TunnelError(f"ssh to {self.endpoint.describe()} did not come up within {self.start_timeout}s")
+        except BaseException:
+            await self._kill()
+            raise
+        finally:
+            exit_wait.cancel()
+
+    async def _read_stderr(self, process):
+        async for line in process.stderr:
+            text = line.decode(errors="replace").rstrip()
+            if text:
+                self.stderr_tail.append(text)
+                self.log.debug("ssh %s: %s", self.endpoint.describe(), text)
+
+    async def _kill(self):
+        self.started_at = None
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.control_path)
+
+    async def add(self, forward: Forward):
+        """Add ``forward``; return the port the far end allocated (remote forwards with port 0)."""
+        self.wanted[forward] = None
+        try:
+            return await self._add(forward)
+        except BaseException:
+            self.wanted.pop(forward, None)
+            raise
+
+    async def _add(self, forward):
+        await self.ensure_up()
+        rc, out, err = await run_argv(control_argv(self.endpoint, self.control_path, "forward", forward, ssh=self.ssh))
+        if rc != 0:
+            raise ForwardError(f"forward {forward.argument()} via {self.endpoint.describe()} failed: {_last_line(err)}")
+        if forward.kind == "R" and forward.listen_port == 0:
+            match = _ALLOCATED_PORT.search(out)
+            if not match:
+                raise TunnelError(f"ssh did not report the port of {forward.argument()}")
+            self.wanted[forward] = int(match.group(1))
+        return self.wanted.get(forward)
+
+    async def remove(self, forward: Forward):
+        """Cancel ``forward``; harmless if it is gone or the master is down."""
+        self.wanted.pop(forward, None)
+        if not self.up:
+            return
+        if forward.kind == "R" and forward.listen_port == 0:
+            return  # the allocated port is released when the master exits; ssh cannot cancel port 0
+        rc, _, err = await run_argv(control_argv(self.endpoint, self.control_path, "cancel", forward, ssh=self.ssh))
+        if rc != 0:
+            self.log.warning("cancel of %s via %s: %s", forward.argument(), self.endpoint.describe(), _last_line(err))
+
+    async def check(self):
+        if not self.up:
+            return False
+        rc, _, _ = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
+        return rc == 0
+
+    async def restore(self, concurrency=32):
+        """Bring the master back and re-add every wanted forward; return the forwards that failed."""
+        await self.ensure_up()
+        gate = asyncio.Semaphore(concurrency)
+        failed = []
+
+        async def readd(forward):
+            async with gate:
+                try:
+                    await self._add(forward)
+                except TunnelError as e:
+                    failed.append((forward, str(e)))
+
+        await asyncio.gather(*(readd(f) for f in list(self.wanted)))
+        return failed
+
+    async def exit(self):
+        """Stop the master on purpose (no restart follows)."""
+        self.stopping = True
+        if self.up:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await run_argv(control_argv(self.endpoint, self.control_path, "exit", ssh=self.ssh), 5)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 5)
+        await self._kill()

@@ -1,0 +1,169 @@
+"""What a tunnel is, as data: the SSH endpoint (a jump node) and the forwards through it.
+
+Every value is validated here, before anything reaches a command line.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from ..addresses import InvalidAddress, validate_host, validate_port
+
+_USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+_OPTION_VALUE = re.compile(r"^[A-Za-z0-9@._,:+=/-]{1,256}$")
+
+#: ssh_config options a configuration may set, and only these. Everything that runs a command
+#: (ProxyCommand, LocalCommand, KnownHostsCommand, ...) or reads other files (Include) is absent.
+ALLOWED_SSH_OPTIONS = frozenset(
+    {
+        "AddressFamily", "Ciphers", "Compression", "ConnectTimeout", "ConnectionAttempts",
+        "HostKeyAlgorithms", "IPQoS", "KexAlgorithms", "MACs", "PubkeyAcceptedAlgorithms",
+        "RekeyLimit", "ServerAliveCountMax", "ServerAliveInterval", "TCPKeepAlive",
+    }
+)  # fmt: skip
+
+
+class InvalidSpec(ValueError):
+    """A tunnel setting that may not reach a command line; the message says which and why."""
+
+
+def validate_username(name):
+    if not isinstance(name, str) or not _USERNAME.match(name):
+        raise InvalidSpec(f"not a valid user name: {str(name)[:64]!r}")
+    return name
+
+
+def validate_options(options):
+    """Return ``options`` as a sorted tuple of (name, value) if every name is allowed and every
+    value is plain (no spaces, quotes or shell characters)."""
+    if not isinstance(options, dict):
+        raise InvalidSpec("ssh options must be a mapping of option names to values")
+    checked = []
+    for name, value in options.items():
+        if name not in ALLOWED_SSH_OPTIONS:
+            raise InvalidSpec(f"ssh option {str(name)[:64]!r} is not allowed")
+        value = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+        if value is None or not _OPTION_VALUE.match(value):
+            raise InvalidSpec(f"ssh option {name} has an invalid value")
+        checked.append((name, value))
+    return tuple(sorted(checked))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One SSH identity on one jump node: what a ControlMaster connects to."""
+
+    host: str
+    port: int = 22
+    user: str = ""
+    key: str = ""
+    options: tuple = field(default_factory=tuple)
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "host", validate_host(self.host))
+            object.__setattr__(self, "port", validate_port(self.port))
+        except InvalidAddress as e:
+            raise InvalidSpec(str(e)) from None
+        if self.user:
+            validate_username(self.user)
+        if self.key and (not isinstance(self.key, str) or not self.key.startswith("/") or "\0" in self.key):
+            raise InvalidSpec("the ssh key must be an absolute path")
+        if isinstance(self.options, dict):
+            object.__setattr__(self, "options", validate_options(self.options))
+
+    @property
+    def id(self):
+        """A short stable name for this endpoint (ControlPath names have a length limit)."""
+        text = "\0".join([self.host, str(self.port), self.user, self.key, repr(self.options)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self):
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A local (-L: listen on the hub, connect from the node) or remote (-R) forward."""
+
+    kind: str  # "L" or "R"
+    listen_host: str
+    listen_port: int  # 0 for a remote forward: the node picks one
+    target_host: str
+    target_port: int
+
+    def __post_init__(self):
+        if self.kind not in ("L", "R"):
+            raise InvalidSpec("a forward is local (L) or remote (R)")
+        try:
+            object.__setattr__(self, "listen_host", validate_host(self.listen_host))
+            object.__setattr__(self, "target_host", validate_host(self.target_host))
+            object.__setattr__(self, "target_port", validate_port(self.target_port))
+            if not (self.kind == "R" and self.listen_port == 0):
+                object.__setattr__(self, "listen_port", validate_port(self.listen_port))
+        except InvalidAddress as e:
+            raise InvalidSpec(str(e)) from None
+
+    def argument(self):
+        """The ``-L``/``-R`` argument: ``listen_host:listen_port:target_host:target_port``."""
+        return ":".join([_bracket(self.listen_host), str(self.listen_port), _bracket(self.target_host), str(self.target_port)])
+
+
+def _bracket(host):
+    return f"[{host}]" if ":" in host else host
+
+
+class TunnelRequestRefused(InvalidSpec):
+    """A SetupTunnel caller asked for something the operator did not allow."""
+
+
+def _validate_key_path(path):
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path or len(path) > 1024:
+        raise InvalidSpec("'ssh_key' must be an absolute path")
+    return path
+
+
+#: port_forward_info keys an operator may open to SetupTunnel callers, with their validators
+OPTIONAL_TUNNEL_KEYS = {
+    "ssh_port": lambda v: validate_port(v) if not isinstance(v, bool) else validate_port("x"),
+    "ssh_username": validate_username,
+    "ssh_key": _validate_key_path,
+    "ssh_forward_options": lambda v: dict(validate_options(v)),
+}
+
+
+def validate_tunnel_request(body, *, allowed_nodes=(), allowed_keys=()):
+    """Check a SetupTunnel body; return the ``port_forward_info`` fragment to apply.
+
+    ``service`` (``host:port`` of the server) is required. ``ssh_node`` is accepted only if it
+    matches one of ``allowed_nodes`` (names or shell-style patterns); the keys of
+    :data:`OPTIONAL_TUNNEL_KEYS` only if listed in ``allowed_keys``. Raises
+    :class:`TunnelRequestRefused` for what is not allowed, :class:`InvalidSpec` for what is malformed.
+    """
+    from fnmatch import fnmatchcase
+
+    from ..addresses import InvalidAddress, parse_server_address
+
+    if not isinstance(body, dict):
+        raise InvalidSpec("the body must be a JSON object")
+    unknown = sorted(set(body) - {"service", "ssh_node"} - set(OPTIONAL_TUNNEL_KEYS))
+    if unknown:
+        raise InvalidSpec(f"unknown field(s): {', '.join(str(k)[:40] for k in unknown)[:200]}")
+    refused = sorted((set(body) & set(OPTIONAL_TUNNEL_KEYS)) - set(allowed_keys))
+    if refused:
+        raise TunnelRequestRefused(f"field(s) {', '.join(refused)} may not be set through this API")
+    if "service" not in body:
+        raise InvalidSpec("'service' (host:port of the server) is required")
+    try:
+        _, host, port = parse_server_address(body["service"])
+        result = {"service": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"}
+        if "ssh_node" in body:
+            node = validate_host(body["ssh_node"])
+            if not any(fnmatchcase(node, pattern) for pattern in allowed_nodes):
+                raise TunnelRequestRefused(f"ssh_node {node!r} is not one this Hub may use")
+            result["ssh_node"] = node
+        for key in set(body) & set(OPTIONAL_TUNNEL_KEYS):
+            result[key] = OPTIONAL_TUNNEL_KEYS[key](body[key])
+    except InvalidAddress as e:
+        raise InvalidSpec(str(e)) from None
+    return result

@@ -1,0 +1,207 @@
+"""The Hub's tunnels: one ControlMaster per endpoint, watched and restored without anyone asking.
+
+A master that exits (the jump node rebooted, its sshd restarted, the process was killed) or stops
+answering ``-O check`` is started again with backoff, and every forward that should exist on it is
+added again. A forward that still cannot be restored after ``restore_attempts`` is reported as
+failed, so the owning server's ``poll()`` can say so.
+"""
+
+import asyncio
+import atexit
+import contextlib
+import os
+import signal
+import time
+import weakref
+
+from .openssh import ControlMaster, TunnelError, control_dir
+
+_ALL_MANAGERS = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_masters_at_exit():
+    # The Hub is going away: masters must not outlive it holding its ports. The next Hub restores
+    # the tunnels of running servers at their first poll.
+    for manager in list(_ALL_MANAGERS):
+        for master in manager.masters.values():
+            if master.process is not None and master.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(master.process.pid, signal.SIGTERM)
+
+
+class TunnelManager:
+    """All ControlMasters of one Hub, keyed by endpoint, each with a supervising task."""
+
+    def __init__(self, log, *, directory, master_args, ssh="ssh", start_timeout=10, check_interval=10,
+                 restore_attempts=5, idle_timeout=30, on_failed=None):  # fmt: skip
+        self.log = log
+        self.directory = directory
+        self.master_args = master_args
+        self.ssh = ssh
+        self.start_timeout = start_timeout
+        self.check_interval = check_interval
+        self.restore_attempts = restore_attempts
+        self.idle_timeout = idle_timeout
+        self.masters = {}
+        self.failed = {}  # Forward -> reason, for forwards that could not be restored
+        self.restores = 0
+        self._supervisors = {}
+        self._idle_exits = {}
+        self._node_rebuilds = {}
+        _ALL_MANAGERS.add(self)
+
+    def master(self, endpoint):
+        master = self.masters.get(endpoint.id)
+        if master is None:
+            path = os.path.join(control_dir(self.directory), endpoint.id)
+            master = ControlMaster(endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout)
+            self.masters[endpoint.id] = master
+        return master
+
+    # ------------------------------------------------------------ forwards
+    async def add(self, endpoint, forward):
+        """Add ``forward`` through ``endpoint``; return the allocated remote port (R with port 0)."""
+        master = self.master(endpoint)
+        self._cancel_idle_exit(master)
+        self.failed.pop(forward, None)
+        started = time.monotonic()
+        allocated = await master.add(forward)
+        self.log.debug("forward %s via %s in %.0f ms", forward.argument(), endpoint.describe(), (time.monotonic() - started) * 1000)
+        self._supervise(master)
+        return allocated
+
+    async def remove(self, endpoint, forward):
+        self.failed.pop(forward, None)
+        master = self.masters.get(endpoint.id)
+        if master is None:
+            return
+        await master.remove(forward)
+        if not master.wanted:
+            self._schedule_idle_exit(master)
+
+    def wants(self, endpoint, forward):
+        """Whether ``forward`` through ``endpoint`` is one this Hub keeps up."""
+        master = self.masters.get(endpoint.id)
+        return master is not None and forward in master.wanted
+
+    def is_failed(self, forward):
+        """The reason ``forward`` could not be restored, or None."""
+        return self.failed.get(forward)
+
+    # ------------------------------------------------------------ node restarts
+    async def rebuild_node(self, host):
+        """Restart every master to ``host`` and restore its forwards; one rebuild per node at a time.
+
+        Returns ``(forwards restored, failures)``.
+        """
+        running = self._node_rebuilds.get(host)
+        if running is not None and not running.done():
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._rebuild_node(host))
+        self._node_rebuilds[host] = task
+        return await asyncio.shield(task)
+
+    async def _rebuild_node(self, host):
+        masters = [m for m in self.masters.values() if m.endpoint.host == host and m.wanted]
+        for master in masters:
+            await master._kill()
+        results = await asyncio.gather(*(self._restore(m) for m in masters), return_exceptions=True)
+        restored = failed = 0
+        for master, result in zip(masters, results):
+            if isinstance(result, Exception):
+                failed += len(master.wanted)
+            else:
+                failed += len(result)
+                restored += len(master.wanted) - len(result)
+        return restored, failed
+
+    # ------------------------------------------------------------ supervision
+    def _supervise(self, master):
+        task = self._supervisors.get(master.endpoint.id)
+        if task is None or task.done():
+            self._supervisors[master.endpoint.id] = asyncio.ensure_future(self._watch(master))
+
+    async def _watch(self, master):
+        attempts = 0
+        delay = 0.1
+        while not master.stopping and master.wanted:
+            if master.up:
+                process = master.process
+                try:
+                    await asyncio.wait_for(asyncio.shield(process.wait()), self.check_interval)
+                except asyncio.TimeoutError:
+                    if not await master.check():
+                        self.log.warning("ssh master to %s does not answer; restarting it", master.endpoint.describe())
+                        await master._kill()
+                    continue
+                if master.stopping or not master.wanted:
+                    break
+                reason = master.stderr_tail[-1] if master.stderr_tail else f"exit code {process.returncode}"
+                self.log.warning(
+                    "ssh master to %s exited (%s); restoring %d forwards", master.endpoint.describe(), reason, len(master.wanted)
+                )
+            try:
+                await self._restore(master)
+                attempts, delay = 0, 0.1
+            except (TunnelError, OSError) as e:
+                attempts += 1
+                self.log.error("restoring ssh master to %s failed (attempt %d): %s", master.endpoint.describe(), attempts, e)
+                if attempts >= self.restore_attempts:
+                    for forward in master.wanted:
+                        self.failed[forward] = str(e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    async def _restore(self, master):
+        started = time.monotonic()
+        async with master.restore_lock:
+            if master.up and master.started_at and master.started_at > started:
+                return []  # restored by another caller (supervisor or node rebuild) meanwhile
+            failures = await master.restore()
+        self.restores += 1
+        for forward, reason in failures:
+            self.failed[forward] = reason
+        for forward in master.wanted:
+            if all(forward != f for f, _ in failures):
+                self.failed.pop(forward, None)
+        self.log.info(
+            "ssh master to %s restored with %d forwards (%d failed) in %.0f ms",
+            master.endpoint.describe(), len(master.wanted) - len(failures), len(failures), (time.monotonic() - started) * 1000,
+        )  # fmt: skip
+        return failures
+
+    def _schedule_idle_exit(self, master):
+        self._cancel_idle_exit(master)
+
+        async def exit_when_idle():
+            await asyncio.sleep(self.idle_timeout)
+            if not master.wanted:
+                self._idle_exits.pop(master.endpoint.id, None)
+                await self._exit(master)
+
+        self._idle_exits[master.endpoint.id] = asyncio.ensure_future(exit_when_idle())
+
+    def _cancel_idle_exit(self, master):
+        master.stopping = False
+        task = self._idle_exits.pop(master.endpoint.id, None)
+        if task is not None:
+            task.cancel()
+
+    async def _exit(self, master):
+        watcher = self._supervisors.pop(master.endpoint.id, None)
+        if watcher is not None:
+            watcher.cancel()
+        try:
+            # shielded: a cancelled caller must not leave a half-stopped master behind
+            await asyncio.shield(master.exit())
+        finally:
+            if self.masters.get(master.endpoint.id) is master:
+                del self.masters[master.endpoint.id]
+        self.log.info("ssh master to %s closed: no forwards left", master.endpoint.describe())
+
+    async def close(self):
+        """Stop every master (tests, shutdown)."""
+        for task in list(self._idle_exits.values()) + list(self._supervisors.values()):
+            task.cancel()
+        await asyncio.gather(*(self._exit(m) for m in list(self.masters.values())), return_exceptions=True)

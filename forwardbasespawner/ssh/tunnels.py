@@ -1,0 +1,510 @@
+"""The SSH side of ForwardBaseSpawner: its traits and the hub → server forward."""
+
+import asyncio
+import os
+import tempfile
+import weakref
+
+from traitlets import Bool, Callable, Dict, Float, Integer, List, Unicode, Union, default
+from traitlets.config import LoggingConfigurable
+
+from ..addresses import parse_server_address
+from ..hooks import resolve
+from .openssh import ForwardError, TunnelError
+from .ports import allocate_port
+from .spec import Endpoint, Forward, InvalidSpec
+from .supervisor import TunnelManager
+
+_MANAGERS = weakref.WeakKeyDictionary()  # event loop -> {control dir: TunnelManager}
+
+#: port_forward_info keys that override the trait of the same name (SSH settings only)
+SSH_OVERRIDE_KEYS = ("ssh_node", "ssh_port", "ssh_username", "ssh_key", "ssh_forward_options")
+
+
+def _callable_or(trait, **kwargs):
+    return Union([Callable(), trait], config=True, **kwargs)
+
+
+class SSHTunnels(LoggingConfigurable):
+    """Traits and methods of the hub → server tunnel (mixed into ForwardBaseSpawner)."""
+
+    ssh_node = _callable_or(
+        Unicode(),
+        default_value="",
+        help="""
+        The jump node the tunnel hub → server goes through.
+
+        Default: "" (no tunnel possible). A ``port_forward_info["ssh_node"]`` set by the subclass,
+        or by a SetupTunnel caller within ``setuptunnel_allowed_nodes``, takes precedence.
+        Signature when callable: ``ssh_node(spawner, port_forward_info) -> str``, sync or async.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_node = "login1.cluster.example.org"
+        """,
+    )
+
+    ssh_node_mapping = Callable(
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""
+        Map the node name a remote system reports to the name the Hub connects to.
+
+        Default: None (use the name as it is).
+        Signature: ``ssh_node_mapping(spawner, node) -> str``, sync or async.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_node_mapping = lambda spawner, node: f"{node}.ssh.example.org"
+        """,
+    )
+
+    ssh_port = _callable_or(
+        Integer(),
+        default_value=22,
+        help="""
+        The SSH port of the jump node.
+
+        Default: 22. Signature when callable: ``ssh_port(spawner, port_forward_info) -> int``.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_port = 2222
+        """,
+    )
+
+    ssh_username = _callable_or(
+        Unicode(),
+        default_value="",
+        help="""
+        The user the Hub logs in as on the jump node.
+
+        Default: "" (ssh's default: the Hub's own user).
+        Signature when callable: ``ssh_username(spawner, port_forward_info) -> str``.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_username = "tunnel"
+        """,
+    )
+
+    ssh_key = _callable_or(
+        Unicode(),
+        default_value="",
+        help="""
+        Absolute path of the private key for the jump node.
+
+        Default: "" (ssh's default keys).
+        Signature when callable: ``ssh_key(spawner, port_forward_info) -> str``.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_key = "/srv/jupyterhub/ssh/tunnel_ed25519"
+        """,
+    )
+
+    ssh_forward_options = _callable_or(
+        Dict(),
+        help="""
+        Extra ssh_config options for the connection to the jump node, from a fixed allow-list
+        (ciphers, keep-alives, timeouts, algorithms). Options that run commands or read files
+        (ProxyCommand, LocalCommand, KnownHostsCommand, Include, ...) are refused.
+
+        Default: {}. Signature when callable: ``ssh_forward_options(spawner, port_forward_info) -> dict``.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_forward_options = {"ServerAliveInterval": 15}
+        """,
+    )
+
+    ssh_recreate_at_start = _callable_or(
+        Bool(),
+        default_value=False,
+        help="""
+        Restart the ssh master to the jump node before this server's tunnel is made.
+
+        Default: False. Signature when callable: ``ssh_recreate_at_start(spawner) -> bool``.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_recreate_at_start = True
+        """,
+    )
+
+    ssh_custom_forward = Callable(
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""
+        Replace the built-in hub → server forward.
+
+        Default: None (the OpenSSH ControlMaster forward).
+        Signature: ``ssh_custom_forward(spawner, port_forward_info) -> None``, sync or async;
+        it must make the server reachable at ``(ssh_forward_bind_host, spawner.port)``.
+
+        Example::
+
+            async def my_forward(spawner, port_forward_info):
+                await my_tunnel_service.open(spawner.port, port_forward_info["service"])
+
+            c.ForwardBaseSpawner.ssh_custom_forward = my_forward
+        """,
+    )
+
+    ssh_custom_forward_remove = Callable(
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""
+        Replace the removal of the built-in forward (pairs with ``ssh_custom_forward``).
+
+        Default: None. Signature: ``ssh_custom_forward_remove(spawner, port_forward_info)``, sync or async.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_custom_forward_remove = lambda s, info: my_tunnel_service.close(s.port)
+        """,
+    )
+
+    custom_port = _callable_or(
+        Integer(),
+        default_value=0,
+        help="""
+        The hub-side port of this server's forward.
+
+        Default: 0 (a fresh free port for every start; ``c.Spawner.port`` pins one when set).
+        Signature when callable: ``custom_port(spawner, user_options) -> int``, sync or async.
+
+        Example::
+
+            c.ForwardBaseSpawner.custom_port = lambda spawner, user_options: 40000 + spawner.user.id
+        """,
+    )
+
+    ssh_forward_bind_host = Unicode(
+        "127.0.0.1",
+        config=True,
+        help="""
+        The address the hub-side end of every forward listens on.
+
+        Default: "127.0.0.1". Use "0.0.0.0" only when a Kubernetes Service must reach the Hub pod's
+        forwards, together with a NetworkPolicy that admits only the proxy.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_forward_bind_host = "0.0.0.0"
+        """,
+    )
+
+    ssh_known_hosts = Unicode(
+        config=True,
+        help="""
+        The known_hosts file for jump nodes. Host keys are checked against it; a changed key fails
+        the tunnel loudly. Never /dev/null.
+
+        Default: ``~/.ssh/known_hosts`` of the Hub's user.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_known_hosts = "/srv/jupyterhub/ssh/known_hosts"
+        """,
+    )
+
+    @default("ssh_known_hosts")
+    def _default_known_hosts(self):
+        return os.path.expanduser("~/.ssh/known_hosts")
+
+    ssh_strict_host_key_checking = Unicode(
+        "yes",
+        config=True,
+        help="""
+        ssh's StrictHostKeyChecking for jump nodes: "yes" (the key must be in ``ssh_known_hosts``)
+        or "accept-new" (learn the key of a new node once; a changed key still fails).
+
+        Default: "yes".
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_strict_host_key_checking = "accept-new"
+        """,
+    )
+
+    ssh_ciphers = Unicode(
+        "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com",
+        config=True,
+        help="""
+        Cipher preference for tunnels (ssh -c). AES-GCM first: with AES-NI it moves about 1.4x the
+        bytes per second of chacha20-poly1305 through one tunnel.
+
+        Default: "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com".
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_ciphers = "chacha20-poly1305@openssh.com"
+        """,
+    )
+
+    ssh_control_dir = Unicode(
+        config=True,
+        help="""
+        Private directory (mode 0700) for the ControlMaster sockets.
+
+        Default: ``<tmp>/fbs-ssh-<uid>``. Keep it short: socket paths are limited to about 100 bytes.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_control_dir = "/run/jupyterhub/ssh"
+        """,
+    )
+
+    @default("ssh_control_dir")
+    def _default_control_dir(self):
+        return os.path.join(tempfile.gettempdir(), f"fbs-ssh-{os.getuid()}")
+
+    ssh_binary = Unicode("ssh", config=True, help='The OpenSSH client. Default: "ssh".')
+
+    ssh_master_start_timeout = Float(
+        10,
+        config=True,
+        help="""
+        Seconds a new ssh master may take to connect and authenticate.
+
+        Default: 10.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_master_start_timeout = 20
+        """,
+    )
+
+    ssh_check_interval = Float(
+        10,
+        config=True,
+        help="""
+        Seconds between health checks (``ssh -O check``) of every ssh master; a master that exits is
+        noticed at once, one that hangs within this interval.
+
+        Default: 10.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_check_interval = 5
+        """,
+    )
+
+    ssh_restore_attempts = Integer(
+        5,
+        config=True,
+        help="""
+        Failed restarts of an ssh master (with backoff up to 5 s) before its forwards count as
+        failed; their servers' ``poll()`` then reports them stopped.
+
+        Default: 5.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_restore_attempts = 10
+        """,
+    )
+
+    ssh_master_idle_timeout = Float(
+        30,
+        config=True,
+        help="""
+        Seconds an ssh master without forwards stays up before it exits.
+
+        Default: 30.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_master_idle_timeout = 300
+        """,
+    )
+
+    setuptunnel_allowed_nodes = List(
+        Unicode(),
+        config=True,
+        help="""
+        Jump nodes a SetupTunnel caller may name in ``ssh_node``: names or shell-style patterns.
+
+        Default: [] (callers may not choose a node; the configured ``ssh_node`` is used).
+
+        Example::
+
+            c.ForwardBaseSpawner.setuptunnel_allowed_nodes = ["login*.cluster.example.org"]
+        """,
+    )
+
+    setuptunnel_allowed_keys = List(
+        Unicode(),
+        config=True,
+        help="""
+        Further ``port_forward_info`` keys a SetupTunnel caller may set, from
+        "ssh_port", "ssh_username", "ssh_key" and "ssh_forward_options". Values are validated;
+        dangerous ssh options are refused whatever this says.
+
+        Default: [] (only "service", and "ssh_node" within ``setuptunnel_allowed_nodes``).
+
+        Example::
+
+            c.ForwardBaseSpawner.setuptunnel_allowed_keys = ["ssh_username"]
+        """,
+    )
+
+    # ------------------------------------------------------------ the manager and the endpoint
+    @staticmethod
+    def tunnel_managers():
+        """Every TunnelManager of the running event loop."""
+        return list(_MANAGERS.get(asyncio.get_running_loop(), {}).values())
+
+    def tunnel_manager(self):
+        """The Hub's shared :class:`TunnelManager` (one per event loop and control directory)."""
+        loop = asyncio.get_running_loop()
+        managers = _MANAGERS.setdefault(loop, {})
+        manager = managers.get(self.ssh_control_dir)
+        if manager is None:
+            manager = managers[self.ssh_control_dir] = TunnelManager(
+                self.log,
+                directory=self.ssh_control_dir,
+                ssh=self.ssh_binary,
+                master_args=dict(
+                    known_hosts=self.ssh_known_hosts,
+                    strict_host_key_checking=self.ssh_strict_host_key_checking,
+                    ciphers=self.ssh_ciphers,
+                ),
+                start_timeout=self.ssh_master_start_timeout,
+                check_interval=self.ssh_check_interval,
+                restore_attempts=self.ssh_restore_attempts,
+                idle_timeout=self.ssh_master_idle_timeout,
+            )
+        return manager
+
+    async def _ssh_setting(self, name):
+        info = self.port_forward_info
+        if name in info:
+            return info[name]
+        return await resolve(getattr(self, name), self, info)
+
+    async def get_ssh_endpoint(self):
+        """The jump node and identity for this server's tunnel, validated (raises InvalidSpec)."""
+        node = await self._ssh_setting("ssh_node")
+        if not node:
+            raise InvalidSpec("no ssh_node is configured for the tunnel")
+        if self.ssh_node_mapping is not None:
+            node = await resolve(self.ssh_node_mapping, self, node)
+        return Endpoint(
+            host=node,
+            port=await self._ssh_setting("ssh_port"),
+            user=await self._ssh_setting("ssh_username"),
+            key=await self._ssh_setting("ssh_key"),
+            options=dict(await self._ssh_setting("ssh_forward_options") or {}),
+        )
+
+    def _local_forward(self, port):
+        host, target_port = parse_server_address(self.port_forward_info["service"])[1:]
+        return Forward("L", self.ssh_forward_bind_host, port, host, target_port)
+
+    async def _pinned_port(self):
+        """The port set by ``custom_port`` or ``c.Spawner.port``, or 0 for a fresh one."""
+        port = await resolve(self.custom_port, self, self.user_options or {})
+        return int(port or self._configured_port or 0)
+
+
+    def _hub_side_host(self):
+        """Where the Hub itself connects to a forward's listening end."""
+        host = self.ssh_forward_bind_host
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+    async def _reserve_port(self):
+        """The port for this start's forward: pinned, or a fresh free one."""
+        return await self._pinned_port() or allocate_port(self.ssh_forward_bind_host)
+
+    # ------------------------------------------------------------ the forward itself
+    async def ssh_default_forward(self, port=None):
+        """Open the forward hub → ``port_forward_info["service"]`` through the jump node.
+
+        ``port`` pins the hub-side port (a delayed tunnel, a restore); otherwise ``custom_port``,
+        ``c.Spawner.port`` or a fresh port is used, and a fresh port that turns out taken is
+        replaced by another.
+        """
+        manager = self.tunnel_manager()
+        endpoint = await self.get_ssh_endpoint()
+        pinned = port or await self._pinned_port()
+        attempts = 1 if pinned else 5
+        for attempt in range(1, attempts + 1):
+            chosen = pinned or allocate_port(self.ssh_forward_bind_host)
+            forward = self._local_forward(chosen)
+            if await resolve(self.ssh_recreate_at_start, self):
+                await manager.remove(endpoint, forward)
+            try:
+                await manager.add(endpoint, forward)
+                break
+            except ForwardError as e:
+                if attempt == attempts:
+                    raise
+                self.log.warning("Port %s for %s was taken (%s); trying another", chosen, self._log_name, e)
+        self.port = chosen
+        self.tunnel_node = endpoint.host
+        self.log.info("Tunnel for %s: %s via %s", self._log_name, forward.argument(), endpoint.describe())
+
+    async def ssh_default_forward_remove(self):
+        """Remove this server's forward; harmless when it is gone."""
+        if not self.port or "service" not in self.port_forward_info:
+            return
+        try:
+            endpoint = await self.get_ssh_endpoint()
+        except InvalidSpec:
+            return  # nothing valid was ever forwarded
+        await self.tunnel_manager().remove(endpoint, self._local_forward(self.port))
+
+    async def run_ssh_forward(self, create_svc=True):
+        """Open the tunnel hub → server; return ``(host, port)`` where the Hub reaches it."""
+        if self.ssh_custom_forward is not None:
+            if not self.port:
+                self.port = await self._reserve_port()
+            await resolve(self.ssh_custom_forward, self, self.port_forward_info)
+        else:
+            # a port reserved at start (delayed tunnel) or restored from state stays the same
+            await self.ssh_default_forward(port=self.port or None)
+        return self._hub_side_host(), self.port
+
+    async def run_ssh_forward_remove(self, delete_svc=True):
+        """Remove what :meth:`run_ssh_forward` created; harmless when nothing is there."""
+        if self.ssh_custom_forward_remove is not None:
+            await resolve(self.ssh_custom_forward_remove, self, self.port_forward_info)
+        elif self.ssh_custom_forward is None:
+            await self.ssh_default_forward_remove()
+
+    async def _delayed_tunnel_address(self):
+        """Reserve the port now; the forward follows when the remote side calls SetupTunnel."""
+        self.port = await self._reserve_port()
+        return self._hub_side_host(), self.port
+
+    async def check_tunnel(self):
+        """None if this server's tunnel is fine, else the reason it is not.
+
+        After a Hub restart (state loaded with an open tunnel) the first call restores the forward,
+        before JupyterHub checks that the server answers.
+        """
+        if not (self._tunnel_open and self.port and "service" in self.port_forward_info) or self.ssh_custom_forward:
+            return None
+        try:
+            endpoint = await self.get_ssh_endpoint()
+            forward = self._local_forward(self.port)
+        except InvalidSpec as e:
+            return f"the tunnel's settings are invalid: {e}"
+        manager = self.tunnel_manager()
+        if self._tunnel_needs_restore:
+            self._tunnel_needs_restore = False
+            if not manager.wants(endpoint, forward):
+                self.log.info("Restoring the tunnel of %s after a Hub restart", self._log_name)
+                try:
+                    await self.ssh_default_forward(port=self.port)
+                except TunnelError as e:
+                    return str(e)
+        return manager.is_failed(forward)
+
+
+__all__ = ["SSHTunnels", "SSH_OVERRIDE_KEYS", "TunnelError"]

@@ -1,0 +1,104 @@
+"""A private OpenSSH sshd on loopback for tests and benchmarks, with its own host and client keys."""
+
+import asyncio
+import getpass
+import os
+import signal
+import subprocess
+import textwrap
+
+from tests.hubharness import free_port
+
+SSHD = "/usr/sbin/sshd"
+
+
+class SSHServer:
+    def __init__(self, directory):
+        self.dir = str(directory)
+        self.port = free_port()
+        self.user = getpass.getuser()
+        self.client_key = os.path.join(self.dir, "client_key")
+        self.known_hosts = os.path.join(self.dir, "known_hosts")
+        self.process = None
+
+    def prepare(self):
+        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
+        for name in ("host_key", "client_key"):
+            path = os.path.join(self.dir, name)
+            if not os.path.exists(path):
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+        with open(os.path.join(self.dir, "authorized_keys"), "w") as f:
+            f.write(open(self.client_key + ".pub").read())
+        host_public = open(os.path.join(self.dir, "host_key.pub")).read().split()[:2]
+        with open(self.known_hosts, "w") as f:
+            f.write(f"[127.0.0.1]:{self.port} {' '.join(host_public)}\n")
+        with open(os.path.join(self.dir, "sshd_config"), "w") as f:
+            f.write(textwrap.dedent(f"""\
+                ListenAddress 127.0.0.1
+                Port {self.port}
+                HostKey {self.dir}/host_key
+                PidFile {self.dir}/sshd.pid
+                AuthorizedKeysFile {self.dir}/authorized_keys
+                StrictModes no
+                UsePAM no
+                PermitRootLogin prohibit-password
+                PasswordAuthentication no
+                KbdInteractiveAuthentication no
+                PubkeyAuthentication yes
+                AllowTcpForwarding yes
+                PermitListen any
+                PermitOpen any
+                GatewayPorts no
+                MaxSessions 1000
+                MaxStartups 1000:30:2000
+                LogLevel ERROR
+                """))
+
+    async def start(self):
+        self.prepare()
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", os.path.join(self.dir, "sshd_config")],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "sshd.log"), "ab"),
+        )  # fmt: skip
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("sshd did not start")
+
+    def session_pids(self):
+        """PIDs of the per-connection sshd processes (children of the listener)."""
+        if self.process is None:
+            return []
+        children = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                            children.append(int(pid))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return children
+
+    async def stop(self):
+        """Stop the listener and every connection, as a reboot of the node would."""
+        if self.process is None:
+            return
+        sessions = self.session_pids()
+        self.process.terminate()
+        self.process.wait(10)
+        for pid in sessions:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process = None
+
+    async def restart(self):
+        await self.stop()
+        await self.start()

@@ -1,0 +1,212 @@
+"""Tunnels on a real Hub: servers reached only through OpenSSH forwards via a real sshd."""
+
+import asyncio
+import os
+import secrets
+
+import pytest
+
+from tests.hubharness import Hub, processes_with, server_token
+from tests.test_ssh_tunnels import ssh_processes
+
+pytestmark = pytest.mark.slow
+NODE_WATCHER_TOKEN = secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+async def hub(tmp_path_factory, sshd):
+    directory = tmp_path_factory.mktemp("hub")
+    control = f"{directory}/ctl"
+    config = f"""
+c.SimulatedRemoteSpawner.ssh_node = "127.0.0.1"
+c.SimulatedRemoteSpawner.ssh_port = {sshd.port}
+c.SimulatedRemoteSpawner.ssh_username = {sshd.user!r}
+c.SimulatedRemoteSpawner.ssh_key = {sshd.client_key!r}
+c.SimulatedRemoteSpawner.ssh_known_hosts = {sshd.known_hosts!r}
+c.SimulatedRemoteSpawner.ssh_control_dir = {control!r}
+c.SimulatedRemoteSpawner.ssh_master_idle_timeout = 0
+c.SimulatedRemoteSpawner.ssh_check_interval = 1
+c.SimulatedRemoteSpawner.ssh_restore_attempts = 2
+c.SimulatedRemoteSpawner.ssh_during_startup = lambda spawner: bool((spawner.user_options or {{}}).get("tunnel"))
+c.SimulatedRemoteSpawner.setuptunnel_allowed_nodes = ["127.0.0.1"]
+c.Spawner.poll_interval = 1
+c.JupyterHub.custom_scopes = {{"custom:sshnode:restart": {{"description": "rebuild the tunnels through a node"}}}}
+c.JupyterHub.services.append({{"name": "node-watcher", "api_token": {NODE_WATCHER_TOKEN!r}}})
+c.JupyterHub.load_roles.append({{"name": "node-watcher", "scopes": ["custom:sshnode:restart"], "services": ["node-watcher"]}})
+"""
+    hub = Hub(directory, extra_config=config)
+    hub.control_dir = control
+    try:
+        await hub.start()
+        yield hub
+    finally:
+        await hub.close()
+    assert ssh_processes(control) == [], "an ssh master outlived the Hub"
+
+
+async def spawn(hub, user, server, options):
+    await hub.request("POST", f"/users/{user}")
+    status, reply = await hub.request("POST", f"/users/{user}/servers/{server}", body=options)
+    assert status in (201, 202), (status, reply)
+
+
+async def answers_through_proxy(hub, user, server):
+    async with hub.session.get(f"{hub.url}/user/{user}/{server}/probe") as r:
+        return r.status == 200 and (await r.json())["marker"].startswith(f"fbs-sim-{user}-{server}-")
+
+
+async def stop(hub, user, server):
+    await hub.request("DELETE", f"/users/{user}/servers/{server}")
+    await hub.wait_stopped(user, server)
+
+
+async def test_tunnel_during_start_then_nothing_left(hub, no_leaks):
+    no_leaks.append("fbs-sim-ann-t1-")
+    await spawn(hub, "ann", "t1", {"tunnel": True})
+    model = await hub.wait_ready("ann", "t1")
+    state = model["state"]
+    assert state["tunnel_open"] and state["tunnel_node"] == "127.0.0.1"
+    backend_port = int(state["port_forward_info"]["service"].rsplit(":", 1)[1])
+    assert state["custom_port"] != backend_port  # the Hub talks to the forward, not the server
+    assert await answers_through_proxy(hub, "ann", "t1")
+    assert len(ssh_processes(hub.control_dir)) == 1
+    await stop(hub, "ann", "t1")
+    await hub.wait_for(lambda: asyncio.sleep(0, not ssh_processes(hub.control_dir)))
+    assert os.listdir(hub.control_dir) == []
+
+
+async def test_tunnel_later_through_setuptunnel(hub, no_leaks):
+    no_leaks.append("fbs-sim-ann-t2-")
+    await spawn(hub, "ann", "t2", {"later": True, "events": 1})
+    events = await hub.progress_events("ann", "t2")
+    assert events[-1].get("ready") is True
+    assert await answers_through_proxy(hub, "ann", "t2")
+    await stop(hub, "ann", "t2")
+
+
+async def test_hub_restart_restores_tunnels_before_the_check(hub, no_leaks):
+    no_leaks.append("fbs-sim-bea-")
+    for server in ("r1", "r2"):
+        await spawn(hub, "bea", server, {"tunnel": True})
+    for server in ("r1", "r2"):
+        await hub.wait_ready("bea", server)
+    await hub.restart_hub()  # the masters die with the old Hub
+    for server in ("r1", "r2"):
+        await hub.wait_ready("bea", server)
+        assert await answers_through_proxy(hub, "bea", server)
+    log = hub.log_text()
+    for server in ("r1", "r2"):
+        restored = log.rindex(f"Restoring the tunnel of bea:{server} after a Hub restart")
+        assert restored < log.rindex(f"Verifying that bea:{server} is running"), "restore must come first"
+    for server in ("r1", "r2"):
+        await stop(hub, "bea", server)
+
+
+async def test_killed_master_heals_without_an_api_call(hub, no_leaks):
+    no_leaks.append("fbs-sim-cid-k-")
+    await spawn(hub, "cid", "k", {"tunnel": True})
+    await hub.wait_ready("cid", "k")
+    (pid,) = ssh_processes(hub.control_dir)
+    os.kill(pid, 9)
+
+    async def healed():
+        return ssh_processes(hub.control_dir) not in ([], [pid]) and await answers_through_proxy(hub, "cid", "k")
+
+    await hub.wait_for(healed)
+    await stop(hub, "cid", "k")
+
+
+async def test_node_restarted_api(hub, no_leaks):
+    no_leaks.append("fbs-sim-dee-n-")
+    await spawn(hub, "dee", "n", {"tunnel": True, "system": "JUWELS"})
+    await hub.wait_ready("dee", "n")
+    (before,) = ssh_processes(hub.control_dir)
+    alice = await hub.user_token("alice")
+    status, reply = await hub.request("POST", "/recreateforward/127.0.0.1", token=alice)
+    assert status == 403 and "custom:sshnode:restart" in reply["message"]
+    status, reply = await hub.request("POST", "/recreateforward/bad;name", token=NODE_WATCHER_TOKEN)
+    assert status == 400
+    status, reply = await hub.request("POST", "/recreateforward/127.0.0.1", token=NODE_WATCHER_TOKEN)
+    assert status == 202 and reply["jump_hosts"] == ["127.0.0.1"]
+
+    async def rebuilt():
+        return ssh_processes(hub.control_dir) not in ([], [before]) and await answers_through_proxy(hub, "dee", "n")
+
+    await hub.wait_for(rebuilt)
+    # old callers name the system, and use GET
+    status, reply = await hub.request("GET", "/recreateforward/JUWELS", token=NODE_WATCHER_TOKEN)
+    assert status == 202 and reply["jump_hosts"] == ["127.0.0.1"]
+    await hub.wait_for(lambda: answers_through_proxy(hub, "dee", "n"))
+    await stop(hub, "dee", "n")
+
+
+CANARY = "/tmp/fbs-canary-must-not-exist"
+HOSTILE_TUNNELS = [
+    ({"service": f"127.0.0.1:22; touch {CANARY}"}, 400),
+    ({"service": f"$(touch {CANARY}):80"}, 400),
+    ({"service": f"`touch {CANARY}`:80"}, 400),
+    ({"service": "127.0.0.1:80", "ssh_node": f"-oProxyCommand=touch {CANARY}"}, 400),
+    ({"service": "127.0.0.1:80", "ssh_node": f"127.0.0.1 -oLocalCommand=touch {CANARY}"}, 400),
+    ({"service": "127.0.0.1:80", "ssh_node": "evil.example.org"}, 403),
+    ({"service": "127.0.0.1:80", "ssh_forward_options": {"ProxyCommand": f"touch {CANARY}"}}, 403),
+    ({"service": "127.0.0.1:80", "ssh_key": "/etc/shadow"}, 403),
+    ({"service": "127.0.0.1:80", "ssh_username": "root; touch x"}, 403),
+    ({"service": "127.0.0.1:80", "ssh_port": 2222}, 403),
+    ({"service": "127.0.0.1:80", "ProxyCommand": f"touch {CANARY}"}, 400),
+    ({"service": "[::1:80"}, 400),
+    ({"service": "::1:80"}, 400),
+    ({"service": "127.0.0.1"}, 400),
+    ({"service": "127.0.0.1:0"}, 400),
+    ({"service": "127.0.0.1:99999"}, 400),
+    ({"service": 8080}, 400),
+    ({"service": "a" * 300 + ":80"}, 400),
+    ({}, 400),
+    (["127.0.0.1:80"], 400),
+]
+
+
+@pytest.mark.parametrize("body, expected", HOSTILE_TUNNELS)
+async def test_hostile_setuptunnel_bodies(hub, tunnel_world, body, expected):
+    status, reply = await hub.request("POST", "/users/setuptunnel/eve/w", token=tunnel_world, body=body)
+    assert status == expected, reply
+    assert isinstance(reply, dict) and reply["message"]
+    assert not os.path.exists(CANARY)
+    model = await hub.server_model("eve", "w")
+    assert model["ready"], "a refused request must not disturb the server"
+
+
+async def test_huge_setuptunnel_body_is_413(hub, tunnel_world):
+    status, _ = await hub.request("POST", "/users/setuptunnel/eve/w", token=tunnel_world, data=b"{" + b" " * 20000 + b"}")
+    assert status == 413
+
+
+async def test_setuptunnel_authorization(hub, tunnel_world):
+    eve = await hub.user_token("eve")
+    status, _ = await hub.request("POST", "/users/setuptunnel/eve/w", token=eve, body={"service": "127.0.0.1:80"})
+    assert status == 403
+    mallory = await hub.user_token("mallory")
+    status, _ = await hub.request("POST", "/users/setuptunnel/eve/w", token=mallory, body={"service": "127.0.0.1:80"})
+    assert status == 404
+
+
+@pytest.fixture(scope="module")
+async def tunnel_world(hub):
+    """eve's server "w", running without a tunnel; yields its own API token."""
+    await spawn(hub, "eve", "w", {})
+    await hub.wait_ready("eve", "w")
+    yield server_token("fbs-sim-eve-w-")
+    await stop(hub, "eve", "w")
+    assert processes_with("fbs-sim-eve-w-") == []
+
+
+async def test_lost_tunnel_stops_the_server_with_a_reason(hub, sshd, no_leaks):
+    no_leaks.append("fbs-sim-fay-l-")
+    await spawn(hub, "fay", "l", {"tunnel": True})
+    await hub.wait_ready("fay", "l")
+    await sshd.stop()
+    try:
+        await hub.wait_for(lambda: hub.wait_stopped("fay", "l"), timeout=60)
+        status, reply = await hub.request("GET", "/users/progress/events/fay/l")
+        assert any("connection to the server was lost" in e.get("message", "") for e in reply["events"]), reply
+    finally:
+        await sshd.start()
