@@ -44,13 +44,16 @@ def master_argv(endpoint: Endpoint, control_path, *, known_hosts, ssh="ssh", str
     return argv + ["--", endpoint.host]
 
 
-def control_argv(endpoint: Endpoint, control_path, command, forward: Forward = None, *, ssh="ssh"):
-    """``ssh -S <socket> -O <command> [-L|-R spec] -- host``: talk to a running master."""
+def control_argv(endpoint: Endpoint, control_path, command, forward: Forward = None, *, ssh="ssh", more=()):
+    """``ssh -S <socket> -O <command> [-L|-R spec ...] -- host``: talk to a running master.
+
+    ``more`` adds further forwards to the same call (ssh sends them one after another).
+    """
     if command not in ("check", "forward", "cancel", "exit"):
         raise ValueError(f"unknown control command {command!r}")
     argv = [ssh, "-S", control_path, "-O", command]
-    if forward is not None:
-        argv += [f"-{forward.kind}", forward.argument()]
+    for each in ([forward] if forward is not None else []) + list(more):
+        argv += [f"-{each.kind}", each.argument()]
     return argv + ["--", endpoint.host]
 
 
@@ -222,11 +225,18 @@ class ControlMaster:
         rc, _, _ = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
         return rc == 0
 
-    async def restore(self, concurrency=32):
-        """Bring the master back and re-add every wanted forward; return the forwards that failed."""
+    async def restore(self, concurrency=8, batch=64):
+        """Bring the master back and re-add every wanted forward; return the forwards that failed.
+
+        Local forwards go ``batch`` to one ssh call (one process start instead of ``batch``); a batch
+        that fails is retried forward by forward, so one bad forward does not take others with it.
+        """
         await self.ensure_up()
         gate = asyncio.Semaphore(concurrency)
         failed = []
+        local = [f for f in self.wanted if f.kind == "L"]
+        batches = [local[i : i + batch] for i in range(0, len(local), batch)]
+        singles = [f for f in self.wanted if f.kind != "L"]
 
         async def readd(forward):
             async with gate:
@@ -235,7 +245,14 @@ class ControlMaster:
                 except TunnelError as e:
                     failed.append((forward, str(e)))
 
-        await asyncio.gather(*(readd(f) for f in list(self.wanted)))
+        async def readd_batch(forwards):
+            async with gate:
+                argv = control_argv(self.endpoint, self.control_path, "forward", ssh=self.ssh, more=forwards)
+                rc, _, _ = await run_argv(argv)
+            if rc != 0:
+                await asyncio.gather(*(readd(f) for f in forwards))
+
+        await asyncio.gather(*(readd_batch(b) for b in batches), *(readd(f) for f in singles))
         return failed
 
     async def exit(self):
