@@ -21,7 +21,7 @@ CHP = os.path.join(REPO, "node_modules", ".bin", "configurable-http-proxy")
 
 ADMIN_SCOPES = [
     "admin:users", "admin:servers", "admin:server_state", "tokens", "shares",
-    "read:servers", "access:servers", "list:users", "read:users",
+    "read:servers", "access:servers", "list:users", "read:users", "read:metrics",
 ]  # fmt: skip
 
 

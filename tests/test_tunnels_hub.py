@@ -70,6 +70,11 @@ async def test_tunnel_during_start_then_nothing_left(hub, no_leaks):
     assert state["custom_port"] != backend_port  # the Hub talks to the forward, not the server
     assert await answers_through_proxy(hub, "ann", "t1")
     assert len(ssh_processes(hub.control_dir)) == 1
+    async with hub.session.get(f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.admin_token}"}) as r:
+        metrics = await r.text()
+    for line in ("forwardbasespawner_ssh_masters_up 1.0", "forwardbasespawner_ssh_forwards_wanted 1.0",
+                 "forwardbasespawner_ssh_forwards_up 1.0", "forwardbasespawner_ssh_forward_setup_seconds_count"):
+        assert line in metrics, line
     await stop(hub, "ann", "t1")
     await hub.wait_for(lambda: asyncio.sleep(0, not ssh_processes(hub.control_dir)))
     assert os.listdir(hub.control_dir) == []

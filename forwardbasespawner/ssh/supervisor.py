@@ -14,9 +14,11 @@ import signal
 import time
 import weakref
 
+from .metrics import FORWARD_SETUP_SECONDS, RESTORES, register_collector
 from .openssh import ControlMaster, TunnelError, control_dir
 
 _ALL_MANAGERS = weakref.WeakSet()
+register_collector(_ALL_MANAGERS)
 
 
 @atexit.register
@@ -67,7 +69,9 @@ class TunnelManager:
         self.failed.pop(forward, None)
         started = time.monotonic()
         allocated = await master.add(forward)
-        self.log.debug("forward %s via %s in %.0f ms", forward.argument(), endpoint.describe(), (time.monotonic() - started) * 1000)
+        elapsed = time.monotonic() - started
+        FORWARD_SETUP_SECONDS.observe(elapsed)
+        self.log.debug("forward %s via %s in %.0f ms", forward.argument(), endpoint.describe(), elapsed * 1000)
         self._supervise(master)
         return allocated
 
@@ -145,6 +149,7 @@ class TunnelManager:
                 await self._restore(master)
                 attempts, delay = 0, 0.1
             except (TunnelError, OSError) as e:
+                RESTORES.labels(outcome="error").inc()
                 attempts += 1
                 self.log.error("restoring ssh master to %s failed (attempt %d): %s", master.endpoint.describe(), attempts, e)
                 if attempts >= self.restore_attempts:
@@ -160,6 +165,7 @@ class TunnelManager:
                 return []  # restored by another caller (supervisor or node rebuild) meanwhile
             failures = await master.restore()
         self.restores += 1
+        RESTORES.labels(outcome="partial" if failures else "complete").inc()
         for forward, reason in failures:
             self.failed[forward] = reason
         for forward in master.wanted:
