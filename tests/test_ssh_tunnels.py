@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from forwardbasespawner.ssh.openssh import ForwardError, TunnelError, control_argv, master_argv
+from forwardbasespawner.ssh.asyncssh import AsyncsshMaster
+from forwardbasespawner.ssh.openssh import ControlMaster, ForwardError, TunnelError, control_argv, master_argv
 from forwardbasespawner.ssh.ports import allocate_port, port_is_free
 from forwardbasespawner.ssh.spec import Endpoint, Forward
 from forwardbasespawner.ssh.supervisor import TunnelManager
@@ -33,13 +34,15 @@ async def backend():
     await server.wait_closed()
 
 
-@pytest.fixture
-async def manager(tmp_path, sshd):
+@pytest.fixture(params=["openssh", "asyncssh"])
+async def manager(request, tmp_path, sshd):
     directory = str(tmp_path / "ctl")
     manager = TunnelManager(
         log, directory=directory, master_args={"known_hosts": sshd.known_hosts},
         start_timeout=10, check_interval=0.5, restore_attempts=3, idle_timeout=0,
+        master_class={"openssh": ControlMaster, "asyncssh": AsyncsshMaster}[request.param],
     )  # fmt: skip
+    manager.backend = request.param
     yield manager
     await manager.close()
     assert ssh_processes(directory) == [], "an ssh process outlived the manager"
@@ -114,7 +117,8 @@ async def test_fifty_concurrent_forwards_share_one_master(manager, sshd, backend
     ports = [allocate_port() for _ in range(50)]
     endpoint = endpoint_of(sshd)
     await asyncio.gather(*(manager.add(endpoint, Forward("L", "127.0.0.1", p, "127.0.0.1", backend)) for p in ports))
-    assert len(ssh_processes(manager.directory)) == 1
+    assert len(manager.masters) == 1
+    assert len(sshd.session_pids()) == 1, "one connection to the node carries all forwards"
     answers = await asyncio.gather(*(fetch(p) for p in ports))
     assert set(answers) == {f"hello from {backend}\n"}
     await asyncio.gather(*(manager.remove(endpoint, Forward("L", "127.0.0.1", p, "127.0.0.1", backend)) for p in ports))
@@ -125,14 +129,15 @@ async def test_killed_master_comes_back_with_its_forwards(manager, sshd, backend
     endpoint = endpoint_of(sshd)
     for p in ports:
         await manager.add(endpoint, Forward("L", "127.0.0.1", p, "127.0.0.1", backend))
-    (pid,) = ssh_processes(manager.directory)
+    # kill the connection: the ssh client process, or (asyncssh) the node's side of the session
+    victim = ssh_processes(manager.directory) if manager.backend == "openssh" else sshd.session_pids()
+    (pid,) = victim
     os.kill(pid, signal.SIGKILL)
 
     async def all_flow_again():
         return all([await fetch(p) == f"hello from {backend}\n" for p in ports])
 
     await eventually(all_flow_again)
-    assert ssh_processes(manager.directory) != [pid]
     assert manager.restores >= 1
 
 
@@ -159,11 +164,15 @@ async def test_busy_port_is_a_forward_error(manager, sshd, backend):
         blocker.close()
 
 
-async def test_changed_host_key_fails_loudly(tmp_path, sshd):
+@pytest.mark.parametrize("master_class", [ControlMaster, AsyncsshMaster])
+async def test_changed_host_key_fails_loudly(tmp_path, sshd, master_class):
     known_hosts = tmp_path / "known_hosts"
     other = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} ssh-ed25519 {other}\n")
-    manager = TunnelManager(log, directory=str(tmp_path / "ctl"), master_args={"known_hosts": str(known_hosts)}, idle_timeout=0)
+    manager = TunnelManager(
+        log, directory=str(tmp_path / "ctl"), master_args={"known_hosts": str(known_hosts)}, idle_timeout=0,
+        master_class=master_class,
+    )  # fmt: skip
     with pytest.raises(TunnelError, match="(?i)host key"):
         await manager.add(endpoint_of(sshd), Forward("L", "127.0.0.1", allocate_port(), "127.0.0.1", 1))
     await manager.close()
@@ -193,8 +202,8 @@ async def test_rebuild_node_restores_everything(manager, sshd, backend):
     ports = [allocate_port() for _ in range(10)]
     for p in ports:
         await manager.add(endpoint_of(sshd), Forward("L", "127.0.0.1", p, "127.0.0.1", backend))
-    (before,) = ssh_processes(manager.directory)
+    (before,) = sshd.session_pids()
     restored, failed = await manager.rebuild_node("127.0.0.1")
     assert (restored, failed) == (10, 0)
-    assert ssh_processes(manager.directory) != [before]
+    assert sshd.session_pids() not in ([], [before]), "a new connection carries the forwards"
     assert all([await fetch(p) == f"hello from {backend}\n" for p in ports])

@@ -115,6 +115,7 @@ class ControlMaster:
         self.ssh = ssh
         self.start_timeout = start_timeout
         self.process = None
+        self._exited = None
         self.stderr_tail = collections.deque(maxlen=5)
         self._stderr_reader = None
         self.lock = asyncio.Lock()
@@ -127,6 +128,13 @@ class ControlMaster:
     def up(self):
         """Started, authenticated and answering (not merely a process that is still connecting)."""
         return self.process is not None and self.process.returncode is None and self.started_at is not None
+
+    def wait_closed(self):
+        """A future that completes when the current master process exits (one per process)."""
+        return self._exited
+
+    def exit_reason(self):
+        return self.stderr_tail[-1] if self.stderr_tail else f"exit code {self.process.returncode}"
 
     async def ensure_up(self):
         """Start the master unless it runs; concurrent callers wait for the same start."""
@@ -149,7 +157,7 @@ class ControlMaster:
         # ssh writes a line for every failed channel; unread, the pipe would fill and stall the master
         self.stderr_tail.clear()
         self._stderr_reader = asyncio.ensure_future(self._read_stderr(self.process))
-        exit_wait = asyncio.ensure_future(self.process.wait())
+        exit_wait = self._exited = asyncio.ensure_future(self.process.wait())
         try:
             while time.monotonic() - started < self.start_timeout:
                 if exit_wait.done():
@@ -168,8 +176,6 @@ class ControlMaster:
         except BaseException:
             await self._kill()
             raise
-        finally:
-            exit_wait.cancel()
 
     async def _read_stderr(self, process):
         async for line in process.stderr:

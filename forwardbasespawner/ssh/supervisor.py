@@ -36,7 +36,7 @@ class TunnelManager:
     """All ControlMasters of one Hub, keyed by endpoint, each with a supervising task."""
 
     def __init__(self, log, *, directory, master_args, ssh="ssh", start_timeout=10, check_interval=10,
-                 restore_attempts=5, idle_timeout=30, on_failed=None):  # fmt: skip
+                 restore_attempts=5, idle_timeout=30, master_class=ControlMaster):  # fmt: skip
         self.log = log
         self.directory = directory
         self.master_args = master_args
@@ -45,6 +45,7 @@ class TunnelManager:
         self.check_interval = check_interval
         self.restore_attempts = restore_attempts
         self.idle_timeout = idle_timeout
+        self.master_class = master_class
         self.masters = {}
         self.failed = {}  # Forward -> reason, for forwards that could not be restored
         self.restores = 0
@@ -57,7 +58,9 @@ class TunnelManager:
         master = self.masters.get(endpoint.id)
         if master is None:
             path = os.path.join(control_dir(self.directory), endpoint.id)
-            master = ControlMaster(endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout)
+            master = self.master_class(
+                endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout
+            )
             self.masters[endpoint.id] = master
         return master
 
@@ -131,17 +134,16 @@ class TunnelManager:
         delay = 0.1
         while not master.stopping and master.wanted:
             if master.up:
-                process = master.process
-                try:
-                    await asyncio.wait_for(asyncio.shield(process.wait()), self.check_interval)
-                except asyncio.TimeoutError:
+                closed = master.wait_closed()
+                await asyncio.wait([closed], timeout=self.check_interval)
+                if not closed.done():
                     if not await master.check():
                         self.log.warning("ssh master to %s does not answer; restarting it", master.endpoint.describe())
                         await master._kill()
                     continue
                 if master.stopping or not master.wanted:
                     break
-                reason = master.stderr_tail[-1] if master.stderr_tail else f"exit code {process.returncode}"
+                reason = master.exit_reason()
                 self.log.warning(
                     "ssh master to %s exited (%s); restoring %d forwards", master.endpoint.describe(), reason, len(master.wanted)
                 )

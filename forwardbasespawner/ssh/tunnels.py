@@ -5,12 +5,13 @@ import os
 import tempfile
 import weakref
 
-from traitlets import Bool, Callable, Dict, Float, Integer, List, Unicode, Union, default
+from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, Unicode, Union, default
 from traitlets.config import LoggingConfigurable
 
 from ..addresses import parse_server_address
 from ..hooks import resolve
-from .openssh import ForwardError, TunnelError
+from .asyncssh import AsyncsshMaster
+from .openssh import ControlMaster, ForwardError, TunnelError
 from .ports import allocate_port
 from .spec import Endpoint, Forward, InvalidSpec
 from .supervisor import TunnelManager
@@ -265,6 +266,24 @@ class SSHTunnels(LoggingConfigurable):
 
     ssh_binary = Unicode("ssh", config=True, help='The OpenSSH client. Default: "ssh".')
 
+    ssh_backend = Enum(
+        ["openssh", "asyncssh"],
+        default_value="openssh",
+        config=True,
+        help="""
+        How tunnels are run. "openssh": ssh ControlMaster processes; tunnel bytes never touch the
+        Hub's event loop. "asyncssh": one in-process connection per jump node, for Hubs without an
+        ssh client; tunnel bytes pass through the Hub's event loop (see the data-plane benchmark).
+        With "asyncssh" host keys must be in ``ssh_known_hosts`` ("accept-new" is OpenSSH only).
+
+        Default: "openssh".
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_backend = "asyncssh"
+        """,
+    )
+
     ssh_master_start_timeout = Float(
         10,
         config=True,
@@ -360,12 +379,13 @@ class SSHTunnels(LoggingConfigurable):
         return list(_MANAGERS.get(asyncio.get_running_loop(), {}).values())
 
     def tunnel_manager(self):
-        """The Hub's shared :class:`TunnelManager` (one per event loop and control directory)."""
+        """The Hub's shared :class:`TunnelManager` (one per event loop, control directory and backend)."""
         loop = asyncio.get_running_loop()
         managers = _MANAGERS.setdefault(loop, {})
-        manager = managers.get(self.ssh_control_dir)
+        key = (self.ssh_control_dir, self.ssh_backend)
+        manager = managers.get(key)
         if manager is None:
-            manager = managers[self.ssh_control_dir] = TunnelManager(
+            manager = managers[key] = TunnelManager(
                 self.log,
                 directory=self.ssh_control_dir,
                 ssh=self.ssh_binary,
@@ -378,6 +398,7 @@ class SSHTunnels(LoggingConfigurable):
                 check_interval=self.ssh_check_interval,
                 restore_attempts=self.ssh_restore_attempts,
                 idle_timeout=self.ssh_master_idle_timeout,
+                master_class=AsyncsshMaster if self.ssh_backend == "asyncssh" else ControlMaster,
             )
         return manager
 

@@ -1,0 +1,158 @@
+"""The in-process backend: one asyncssh connection per endpoint, with the ControlMaster's interface.
+
+For Hubs without an ``ssh`` binary and for small set-ups. Tunnel bytes move through the Hub's own
+event loop here (the OpenSSH backend keeps them in other processes); see the data-plane benchmark.
+"""
+
+import asyncio
+import collections
+import contextlib
+import time
+
+import asyncssh
+
+from .openssh import ForwardError, TunnelError
+from .spec import Endpoint, Forward
+
+
+class AsyncsshMaster:
+    """One asyncssh connection and the forwards that should exist on it (see ControlMaster)."""
+
+    def __init__(self, endpoint: Endpoint, control_path, master_args, log, *, ssh=None, start_timeout=10):
+        self.endpoint = endpoint
+        self.master_args = master_args
+        self.log = log
+        self.start_timeout = start_timeout
+        self.connection = None
+        self.listeners = {}  # Forward -> SSHListener
+        self.wanted = {}
+        self.stopping = False
+        self.started_at = None
+        self.stderr_tail = collections.deque(maxlen=5)  # reasons the connection ended
+        self.lock = asyncio.Lock()
+        self.restore_lock = asyncio.Lock()
+        self._closed = None
+
+    @property
+    def up(self):
+        return self.connection is not None and self.started_at is not None and not self._closed.done()
+
+    @property
+    def process(self):
+        return None  # in-process: nothing outlives the Hub
+
+    def exit_reason(self):
+        return self.stderr_tail[-1] if self.stderr_tail else "connection closed"
+
+    def wait_closed(self):
+        """An awaitable that completes when the current connection ends."""
+        return self._closed
+
+    async def ensure_up(self):
+        if self.up:
+            return
+        async with self.lock:
+            if not self.up:
+                await self._start()
+
+    async def _start(self):
+        await self._kill()
+        args = self.master_args
+        started = time.monotonic()
+        closed = asyncio.get_running_loop().create_future()
+        master = self
+
+        class Client(asyncssh.SSHClient):
+            def connection_lost(self, exc):
+                if exc is not None:
+                    master.stderr_tail.append(str(exc))
+                if not closed.done():
+                    closed.set_result(None)
+
+        options = dict(self.endpoint.options)
+        try:
+            self.connection = await asyncio.wait_for(
+                asyncssh.connect(
+                    self.endpoint.host,
+                    self.endpoint.port,
+                    username=self.endpoint.user or None,
+                    client_keys=[self.endpoint.key] if self.endpoint.key else (),
+                    known_hosts=args["known_hosts"],
+                    encryption_algs=[c for c in args.get("ciphers", "").split(",") if c] or (),
+                    keepalive_interval=int(options.get("ServerAliveInterval", args.get("alive_interval", 5))),
+                    keepalive_count_max=int(options.get("ServerAliveCountMax", args.get("alive_count", 3))),
+                    client_factory=Client,
+                    agent_path=None,
+                    config=(),
+                ),
+                self.start_timeout,
+            )
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+            reason = str(e) or type(e).__name__
+            raise TunnelError(f"ssh to {self.endpoint.describe()} failed: {reason}") from None
+        self._closed = closed
+        self.listeners.clear()
+        self.started_at = time.monotonic()
+        self.log.info("asyncssh connection to %s up in %.0f ms", self.endpoint.describe(), (self.started_at - started) * 1000)
+
+    async def _kill(self):
+        self.started_at = None
+        if self.connection is not None:
+            self.connection.abort()
+            with contextlib.suppress(Exception):
+                await self.connection.wait_closed()
+        self.connection = None
+        self.listeners.clear()
+
+    async def add(self, forward: Forward):
+        self.wanted[forward] = None
+        try:
+            return await self._add(forward)
+        except BaseException:
+            self.wanted.pop(forward, None)
+            raise
+
+    async def _add(self, forward):
+        await self.ensure_up()
+        if forward in self.listeners:
+            return self.wanted.get(forward)  # the same forward twice is harmless
+        try:
+            if forward.kind == "L":
+                listener = await self.connection.forward_local_port(
+                    forward.listen_host, forward.listen_port, forward.target_host, forward.target_port
+                )
+            else:
+                listener = await self.connection.forward_remote_port(
+                    forward.listen_host, forward.listen_port, forward.target_host, forward.target_port
+                )
+        except (OSError, asyncssh.Error) as e:
+            raise ForwardError(f"forward {forward.argument()} via {self.endpoint.describe()} failed: {e}") from None
+        self.listeners[forward] = listener
+        if forward.kind == "R" and forward.listen_port == 0:
+            self.wanted[forward] = listener.get_port()
+        return self.wanted.get(forward)
+
+    async def remove(self, forward: Forward):
+        self.wanted.pop(forward, None)
+        listener = self.listeners.pop(forward, None)
+        if listener is not None:
+            listener.close()
+            with contextlib.suppress(Exception):
+                await listener.wait_closed()
+
+    async def check(self):
+        return self.up  # asyncssh's keepalive closes a dead connection, which ends wait_closed()
+
+    async def restore(self, concurrency=32):
+        await self.ensure_up()
+        failed = []
+        for forward in list(self.wanted):
+            try:
+                await self._add(forward)
+            except TunnelError as e:
+                failed.append((forward, str(e)))
+        return failed
+
+    async def exit(self):
+        self.stopping = True
+        await self._kill()
