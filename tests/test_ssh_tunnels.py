@@ -207,3 +207,16 @@ async def test_rebuild_node_restores_everything(manager, sshd, backend):
     assert (restored, failed) == (10, 0)
     assert sshd.session_pids() not in ([], [before]), "a new connection carries the forwards"
     assert all([await fetch(p) == f"hello from {backend}\n" for p in ports])
+
+
+async def test_forwards_are_sharded_across_masters(manager, sshd, backend):
+    manager.forwards_per_master = 3
+    ports = [allocate_port() for _ in range(7)]
+    endpoint = endpoint_of(sshd)
+    await asyncio.gather(*(manager.add(endpoint, Forward("L", "127.0.0.1", p, "127.0.0.1", backend)) for p in ports))
+    assert sorted(len(m.wanted) for m in manager.masters.values()) == [1, 3, 3]
+    assert len(sshd.session_pids()) == 3
+    assert all([await fetch(p) == f"hello from {backend}\n" for p in ports])
+    for p in ports:
+        await manager.remove(endpoint, Forward("L", "127.0.0.1", p, "127.0.0.1", backend))
+    await eventually(lambda: asyncio.sleep(0, not manager.masters))

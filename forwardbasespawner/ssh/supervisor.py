@@ -36,7 +36,8 @@ class TunnelManager:
     """All ControlMasters of one Hub, keyed by endpoint, each with a supervising task."""
 
     def __init__(self, log, *, directory, master_args, ssh="ssh", start_timeout=10, check_interval=10,
-                 restore_attempts=5, idle_timeout=30, master_class=ControlMaster):  # fmt: skip
+                 restore_attempts=5, idle_timeout=30, master_class=ControlMaster,
+                 forwards_per_master=500):  # fmt: skip
         self.log = log
         self.directory = directory
         self.master_args = master_args
@@ -46,7 +47,9 @@ class TunnelManager:
         self.restore_attempts = restore_attempts
         self.idle_timeout = idle_timeout
         self.master_class = master_class
-        self.masters = {}
+        self.forwards_per_master = forwards_per_master
+        self.masters = {}  # "<endpoint id>-<shard>" -> master
+        self.placed = {}  # Forward -> the master that carries it
         self.failed = {}  # Forward -> reason, for forwards that could not be restored
         self.restores = 0
         self._supervisors = {}
@@ -55,23 +58,38 @@ class TunnelManager:
         _ALL_MANAGERS.add(self)
 
     def master(self, endpoint):
-        master = self.masters.get(endpoint.id)
-        if master is None:
-            path = os.path.join(control_dir(self.directory), endpoint.id)
-            master = self.master_class(
-                endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout
-            )
-            self.masters[endpoint.id] = master
-        return master
+        """A master to ``endpoint`` with room for one more forward (a new shard when all are full:
+        one ssh process holds one file descriptor per listening port)."""
+        shard = 0
+        while True:
+            key = f"{endpoint.id}-{shard}"
+            master = self.masters.get(key)
+            if master is None:
+                path = os.path.join(control_dir(self.directory), key)
+                master = self.master_class(
+                    endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout
+                )
+                master.key = key
+                self.masters[key] = master
+                return master
+            if len(master.wanted) < self.forwards_per_master:
+                return master
+            shard += 1
 
     # ------------------------------------------------------------ forwards
     async def add(self, endpoint, forward):
         """Add ``forward`` through ``endpoint``; return the allocated remote port (R with port 0)."""
-        master = self.master(endpoint)
+        placed = self.placed.get(forward)
+        master = placed if placed is not None and placed.endpoint == endpoint else self.master(endpoint)
+        self.placed[forward] = master
         self._cancel_idle_exit(master)
         self.failed.pop(forward, None)
         started = time.monotonic()
-        allocated = await master.add(forward)
+        try:
+            allocated = await master.add(forward)
+        except BaseException:
+            self.placed.pop(forward, None)
+            raise
         elapsed = time.monotonic() - started
         FORWARD_SETUP_SECONDS.observe(elapsed)
         self.log.debug("forward %s via %s in %.0f ms", forward.argument(), endpoint.describe(), elapsed * 1000)
@@ -80,7 +98,7 @@ class TunnelManager:
 
     async def remove(self, endpoint, forward):
         self.failed.pop(forward, None)
-        master = self.masters.get(endpoint.id)
+        master = self.placed.pop(forward, None)
         if master is None:
             return
         await master.remove(forward)
@@ -89,8 +107,8 @@ class TunnelManager:
 
     def wants(self, endpoint, forward):
         """Whether ``forward`` through ``endpoint`` is one this Hub keeps up."""
-        master = self.masters.get(endpoint.id)
-        return master is not None and forward in master.wanted
+        master = self.placed.get(forward)
+        return master is not None and master.endpoint == endpoint and forward in master.wanted
 
     def is_failed(self, forward):
         """The reason ``forward`` could not be restored, or None."""
@@ -125,9 +143,9 @@ class TunnelManager:
 
     # ------------------------------------------------------------ supervision
     def _supervise(self, master):
-        task = self._supervisors.get(master.endpoint.id)
+        task = self._supervisors.get(master.key)
         if task is None or task.done():
-            self._supervisors[master.endpoint.id] = asyncio.ensure_future(self._watch(master))
+            self._supervisors[master.key] = asyncio.ensure_future(self._watch(master))
 
     async def _watch(self, master):
         attempts = 0
@@ -185,27 +203,29 @@ class TunnelManager:
         async def exit_when_idle():
             await asyncio.sleep(self.idle_timeout)
             if not master.wanted:
-                self._idle_exits.pop(master.endpoint.id, None)
+                self._idle_exits.pop(master.key, None)
                 await self._exit(master)
 
-        self._idle_exits[master.endpoint.id] = asyncio.ensure_future(exit_when_idle())
+        self._idle_exits[master.key] = asyncio.ensure_future(exit_when_idle())
 
     def _cancel_idle_exit(self, master):
         master.stopping = False
-        task = self._idle_exits.pop(master.endpoint.id, None)
+        task = self._idle_exits.pop(master.key, None)
         if task is not None:
             task.cancel()
 
     async def _exit(self, master):
-        watcher = self._supervisors.pop(master.endpoint.id, None)
+        watcher = self._supervisors.pop(master.key, None)
         if watcher is not None:
             watcher.cancel()
         try:
             # shielded: a cancelled caller must not leave a half-stopped master behind
             await asyncio.shield(master.exit())
         finally:
-            if self.masters.get(master.endpoint.id) is master:
-                del self.masters[master.endpoint.id]
+            if self.masters.get(master.key) is master:
+                del self.masters[master.key]
+            for forward in [f for f, m in self.placed.items() if m is master]:
+                del self.placed[forward]
         self.log.info("ssh master to %s closed: no forwards left", master.endpoint.describe())
 
     async def close(self):

@@ -328,6 +328,21 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
+    ssh_forwards_per_master = Integer(
+        500,
+        config=True,
+        help="""
+        Forwards one ssh master carries before another master to the same node is started. Each
+        forward holds a listening socket in the master's process: keep this well under its open-file limit.
+
+        Default: 500.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_forwards_per_master = 200
+        """,
+    )
+
     ssh_master_idle_timeout = Float(
         30,
         config=True,
@@ -399,6 +414,7 @@ class SSHTunnels(LoggingConfigurable):
                 restore_attempts=self.ssh_restore_attempts,
                 idle_timeout=self.ssh_master_idle_timeout,
                 master_class=AsyncsshMaster if self.ssh_backend == "asyncssh" else ControlMaster,
+                forwards_per_master=self.ssh_forwards_per_master,
             )
         return manager
 
