@@ -303,6 +303,7 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
         self._abort_message = None
         self._cached_public_api_url = ""
         self._tunnel_open = False
+        self._remote_forward_open = False
         self._tunnel_needs_restore = False
         self._start_cancelled = False
 
@@ -374,7 +375,7 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
         url = await resolve(self.public_api_url, self, self.port_forward_info)
         self._cached_public_api_url = url or ""
 
-        self._start_task = asyncio.ensure_future(self._start())
+        self._start_task = asyncio.ensure_future(self._start_remote())
         try:
             response = await self._start_task
             if self.update_start_response is not None:
@@ -404,6 +405,14 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
             raise
         self.log.info("Started %s at %s", self._log_id, url)
         return url
+
+    async def _start_remote(self):
+        """The server → hub tunnel when asked for (its port goes into the environment), then ``_start()``."""
+        remote_info = self.port_forward_info.setdefault("remote", {})
+        if await resolve(self.ssh_create_remote_forward, self, remote_info):
+            self._remote_forward_open = True  # before the call: stop() must clean up a half-made one
+            await self.run_ssh_forward_remote()
+        return await self._start()
 
     async def _connect(self, response):
         """The three cases of DESIGN.md: tunnel now, tunnel later, or no tunnel."""
@@ -500,6 +509,12 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
             except Exception:
                 self.log.exception("Removing the tunnel of %s failed", self._log_id)
             self._tunnel_open = False
+        if self._remote_forward_open:
+            try:
+                await self.run_ssh_forward_remote_remove()
+            except Exception:
+                self.log.exception("Removing the tunnel to the Hub of %s failed", self._log_id)
+            self._remote_forward_open = False
         self._events.close()
         self.log.info("Stopped %s", self._log_id)
 
@@ -528,6 +543,8 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
             state["server_token_sha256"] = self.server_token_sha256
         if self._tunnel_open:
             state["tunnel_open"] = True
+        if self._remote_forward_open:
+            state["remote_forward_open"] = True
         if self.tunnel_node:
             state["tunnel_node"] = self.tunnel_node
         state["events"] = self._events.to_list()
@@ -545,7 +562,8 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
         self.tunnel_node = str(state.get("tunnel_node") or self.port_forward_info.get("ssh_node") or "")
         # rows written by the original package have no tunnel flag: a recorded forward means one
         self._tunnel_open = bool(state.get("tunnel_open", bool(self.port_forward_info.get("service"))))
-        self._tunnel_needs_restore = self._tunnel_open
+        self._remote_forward_open = bool(state.get("remote_forward_open"))
+        self._tunnel_needs_restore = self._tunnel_open or self._remote_forward_open
         events = state.get("events")
         if isinstance(events, list):
             self._events.load(events)
@@ -558,6 +576,7 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
         self.start_id = ""
         self.server_token_sha256 = ""
         self._tunnel_open = False
+        self._remote_forward_open = False
         self._cached_public_api_url = ""
         self.tunnel_node = ""
         self.port = self._configured_port
@@ -571,6 +590,9 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
         env["JUPYTERHUB_ACTIVITY_URL"] = url_path_join(api_url, "users", user, "activity")
         env["JUPYTERHUB_EVENTS_URL"] = url_path_join(api_url, "users/progress/events", user, server)
         env["JUPYTERHUB_SETUPTUNNEL_URL"] = url_path_join(api_url, "users/setuptunnel", user, server)
+        hub_tunnel_port = (self.port_forward_info.get("remote") or {}).get("port")
+        if hub_tunnel_port:
+            env["JUPYTERHUB_HUB_TUNNEL_PORT"] = str(hub_tunnel_port)
         return env
 
     # -------------------------------------------------------------- subclass interface

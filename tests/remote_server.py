@@ -10,13 +10,24 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def hub_url(variable):
+    """The URL in ``variable``, through the server → hub tunnel when the Hub made one."""
+    url = os.environ[variable]
+    port = os.environ.get("JUPYTERHUB_HUB_TUNNEL_PORT")
+    if port:
+        parts = urllib.parse.urlsplit(url)
+        url = urllib.parse.urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+    return url
+
+
 def post_event(event, url_variable="JUPYTERHUB_EVENTS_URL"):
     request = urllib.request.Request(
-        os.environ[url_variable],
+        hub_url(url_variable),
         data=json.dumps(event).encode(),
         method="POST",
         headers={
@@ -49,7 +60,8 @@ def main():
     delay = float(os.environ.get("FBS_SIM_EVENT_DELAY", "0"))
     for i in range(count):
         time.sleep(delay)
-        post_event({"progress": 10 + i, "message": f"remote step {i + 1} of {count}"})
+        via = " via the hub tunnel" if os.environ.get("JUPYTERHUB_HUB_TUNNEL_PORT") else ""
+        post_event({"progress": 10 + i, "message": f"remote step {i + 1} of {count}{via}"})
     if os.environ.get("FBS_SIM_FAIL"):
         time.sleep(delay)
         post_event({"progress": 100, "failed": True, "message": os.environ["FBS_SIM_FAIL"]})

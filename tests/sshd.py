@@ -55,8 +55,18 @@ class SSHServer:
                 LogLevel ERROR
                 """))
 
+    def add_forced_command_key(self, name, command):
+        """A new client key that can only run ``command`` on this node (its argv arrives in
+        SSH_ORIGINAL_COMMAND), as a node's forced-command tunnel script is installed."""
+        path = os.path.join(self.dir, name)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+        with open(os.path.join(self.dir, "authorized_keys"), "a") as f:
+            f.write(f'command="{command}",no-pty {open(path + ".pub").read()}')
+        return path
+
     async def start(self):
-        self.prepare()
+        if not os.path.exists(os.path.join(self.dir, "sshd_config")):
+            self.prepare()
         self.process = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", os.path.join(self.dir, "sshd_config")],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "sshd.log"), "ab"),

@@ -195,7 +195,13 @@ async def test_remote_forward_reports_its_port(manager, sshd, backend):
     assert 0 < allocated < 65536
     # the "remote" side (the node: here the same machine) reaches the hub-side service through it
     assert await fetch(allocated) == f"hello from {backend}\n"
-    await manager.remove(endpoint_of(sshd), forward)
+    pinned = Forward("R", "127.0.0.1", allocated, "127.0.0.1", backend)
+    assert manager.wants(endpoint_of(sshd), pinned)
+    # a restore asks for the same port again: the server was told that one
+    await manager.rebuild_node("127.0.0.1")
+    assert await fetch(allocated) == f"hello from {backend}\n"
+    await manager.remove(endpoint_of(sshd), pinned)
+    await eventually(lambda: asyncio.sleep(0, port_is_free("127.0.0.1", allocated)))
 
 
 async def test_rebuild_node_restores_everything(manager, sshd, backend):

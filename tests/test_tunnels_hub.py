@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 
+from forwardbasespawner.ssh.ports import port_is_free
 from tests.hubharness import Hub, processes_with, server_token
 from tests.test_ssh_tunnels import ssh_processes
 
@@ -29,6 +30,11 @@ c.SimulatedRemoteSpawner.ssh_check_interval = 1
 c.SimulatedRemoteSpawner.ssh_restore_attempts = 2
 c.SimulatedRemoteSpawner.ssh_during_startup = lambda spawner: bool((spawner.user_options or {{}}).get("tunnel"))
 c.SimulatedRemoteSpawner.setuptunnel_allowed_nodes = ["127.0.0.1"]
+c.SimulatedRemoteSpawner.ssh_create_remote_forward = lambda spawner, info: bool((spawner.user_options or {{}}).get("hubtunnel"))
+c.SimulatedRemoteSpawner.ssh_remote_node = "127.0.0.1"
+c.SimulatedRemoteSpawner.ssh_remote_port = {sshd.port}
+c.SimulatedRemoteSpawner.ssh_remote_username = {sshd.user!r}
+c.SimulatedRemoteSpawner.ssh_remote_key = {sshd.client_key!r}
 c.Spawner.poll_interval = 1
 c.JupyterHub.custom_scopes = {{"custom:sshnode:restart": {{"description": "rebuild the tunnels through a node"}}}}
 c.JupyterHub.services.append({{"name": "node-watcher", "api_token": {NODE_WATCHER_TOKEN!r}}})
@@ -215,3 +221,23 @@ async def test_lost_tunnel_stops_the_server_with_a_reason(hub, sshd, no_leaks):
         assert any("connection to the server was lost" in e.get("message", "") for e in reply["events"]), reply
     finally:
         await sshd.start()
+
+
+async def test_server_reaches_the_hub_through_a_reverse_tunnel(hub, no_leaks):
+    no_leaks.append("fbs-sim-gus-h-")
+    await spawn(hub, "gus", "h", {"tunnel": True, "hubtunnel": True, "events": 2})
+    events = await hub.progress_events("gus", "h")
+    assert [e["message"].split(": ", 1)[1] for e in events if "remote step" in e.get("message", "")] == [
+        "remote step 1 of 2 via the hub tunnel", "remote step 2 of 2 via the hub tunnel",
+    ]  # fmt: skip
+    model = await hub.wait_ready("gus", "h")
+    port = model["state"]["port_forward_info"]["remote"]["port"]
+    assert model["state"]["remote_forward_open"] and not port_is_free("127.0.0.1", port)
+    await hub.restart_hub()  # both tunnels come back, the reverse one on the same port
+    model = await hub.wait_ready("gus", "h")
+    assert model["state"]["port_forward_info"]["remote"]["port"] == port
+    status, _ = await hub.request("POST", "/users/progress/events/gus/h", body={"message": "after restart"})
+    assert status == 204
+    await hub.wait_for(lambda: asyncio.sleep(0, not port_is_free("127.0.0.1", port)))
+    await stop(hub, "gus", "h")
+    await hub.wait_for(lambda: asyncio.sleep(0, port_is_free("127.0.0.1", port)))

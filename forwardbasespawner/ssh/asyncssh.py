@@ -7,11 +7,12 @@ event loop here (the OpenSSH backend keeps them in other processes); see the dat
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import time
 
 import asyncssh
 
-from .openssh import ForwardError, TunnelError
+from .openssh import ControlMaster, ForwardError, TunnelError
 from .spec import Endpoint, Forward
 
 
@@ -127,10 +128,14 @@ class AsyncsshMaster:
                 )
         except (OSError, asyncssh.Error) as e:
             raise ForwardError(f"forward {forward.argument()} via {self.endpoint.describe()} failed: {e}") from None
-        self.listeners[forward] = listener
         if forward.kind == "R" and forward.listen_port == 0:
-            self.wanted[forward] = listener.get_port()
-        return self.wanted.get(forward)
+            port = self._pin(forward, listener.get_port())
+            self.listeners[dataclasses.replace(forward, listen_port=port)] = listener
+            return port
+        self.listeners[forward] = listener
+        return None
+
+    _pin = ControlMaster._pin
 
     async def remove(self, forward: Forward):
         self.wanted.pop(forward, None)

@@ -8,6 +8,7 @@ processes, never in the Hub's event loop. Every command is an argv list; no shel
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import os
 import re
 import stat
@@ -18,19 +19,16 @@ from .spec import Endpoint, Forward
 # ---------------------------------------------------------------- pure builders
 
 
-def master_argv(endpoint: Endpoint, control_path, *, known_hosts, ssh="ssh", strict_host_key_checking="yes",
-                ciphers="", alive_interval=5, alive_count=3, connect_timeout=10):  # fmt: skip
-    """The command line of a ControlMaster for ``endpoint`` (no forwards: they are added later)."""
+def connection_options(endpoint: Endpoint, *, known_hosts, strict_host_key_checking="yes", ciphers="",
+                       alive_interval=5, alive_count=3, connect_timeout=10):  # fmt: skip
+    """The ssh options of a connection to ``endpoint`` (host key checking, keep-alives, identity)."""
     argv = [
-        ssh, "-M", "-N", "-T", "-S", control_path,
-        "-o", "ControlPersist=no",
         "-o", "BatchMode=yes",
         "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", f"StrictHostKeyChecking={strict_host_key_checking}",
         "-o", f"ServerAliveInterval={int(alive_interval)}",
         "-o", f"ServerAliveCountMax={int(alive_count)}",
         "-o", f"ConnectTimeout={int(connect_timeout)}",
-        "-o", "ExitOnForwardFailure=no",
         "-p", str(endpoint.port),
     ]  # fmt: skip
     if ciphers:
@@ -41,7 +39,18 @@ def master_argv(endpoint: Endpoint, control_path, *, known_hosts, ssh="ssh", str
         argv += ["-l", endpoint.user]
     for name, value in endpoint.options:
         argv += ["-o", f"{name}={value}"]
-    return argv + ["--", endpoint.host]
+    return argv
+
+
+def master_argv(endpoint: Endpoint, control_path, *, ssh="ssh", **options):
+    """The command line of a ControlMaster for ``endpoint`` (no forwards: they are added later).
+    ``options`` are those of :func:`connection_options`."""
+    return [
+        ssh, "-M", "-N", "-T", "-S", control_path,
+        "-o", "ControlPersist=no", "-o", "ExitOnForwardFailure=no",
+        *connection_options(endpoint, **options),
+        "--", endpoint.host,
+    ]  # fmt: skip
 
 
 def control_argv(endpoint: Endpoint, control_path, command, forward: Forward = None, *, ssh="ssh", more=()):
@@ -211,16 +220,21 @@ class ControlMaster:
             match = _ALLOCATED_PORT.search(out)
             if not match:
                 raise TunnelError(f"ssh did not report the port of {forward.argument()}")
-            self.wanted[forward] = int(match.group(1))
-        return self.wanted.get(forward)
+            return self._pin(forward, int(match.group(1)))
+        return None
+
+    def _pin(self, forward, port):
+        """Keep a remote forward under the port the node allocated, so a restore asks for that
+        same port again (the server was told it) and a cancel can name it."""
+        self.wanted.pop(forward, None)
+        self.wanted[dataclasses.replace(forward, listen_port=port)] = port
+        return port
 
     async def remove(self, forward: Forward):
         """Cancel ``forward``; harmless if it is gone or the master is down."""
         self.wanted.pop(forward, None)
         if not self.up:
             return
-        if forward.kind == "R" and forward.listen_port == 0:
-            return  # the allocated port is released when the master exits; ssh cannot cancel port 0
         rc, _, err = await run_argv(control_argv(self.endpoint, self.control_path, "cancel", forward, ssh=self.ssh))
         if rc != 0:
             self.log.warning("cancel of %s via %s: %s", forward.argument(), self.endpoint.describe(), _last_line(err))
@@ -270,3 +284,14 @@ class ControlMaster:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.process.wait(), 5)
         await self._kill()
+
+
+def remote_command_argv(endpoint: Endpoint, action, args=(), *, ssh="ssh", **options):
+    """``ssh ... -- node <action> <args>``: the original package's server → hub convention, where a
+    forced command on the node starts, checks or stops its own tunnel to the Hub.
+
+    ``action`` is start, status or stop; ``args`` are plain words (validated by the caller).
+    """
+    if action not in ("start", "status", "stop"):
+        raise ValueError(f"unknown remote action {action!r}")
+    return [ssh, "-T", *connection_options(endpoint, **options), "--", endpoint.host, action, *args]

@@ -23,8 +23,10 @@ def allocate_port(host="127.0.0.1"):
 
 
 def port_is_free(host, port):
+    """Whether nothing listens on ``host:port`` (connections in TIME_WAIT do not count)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

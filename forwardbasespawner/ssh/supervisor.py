@@ -9,6 +9,7 @@ failed, so the owning server's ``poll()`` can say so.
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -78,7 +79,8 @@ class TunnelManager:
 
     # ------------------------------------------------------------ forwards
     async def add(self, endpoint, forward):
-        """Add ``forward`` through ``endpoint``; return the allocated remote port (R with port 0)."""
+        """Add ``forward`` through ``endpoint``; return the port the node allocated for a remote
+        forward with port 0 (it is known by that port from then on: remove it by that), else None."""
         placed = self.placed.get(forward)
         master = placed if placed is not None and placed.endpoint == endpoint else self.master(endpoint)
         self.placed[forward] = master
@@ -90,6 +92,8 @@ class TunnelManager:
         except BaseException:
             self.placed.pop(forward, None)
             raise
+        if allocated is not None:  # a remote forward is known by its allocated port from now on
+            self.placed[dataclasses.replace(forward, listen_port=allocated)] = self.placed.pop(forward)
         elapsed = time.monotonic() - started
         FORWARD_SETUP_SECONDS.observe(elapsed)
         self.log.debug("forward %s via %s in %.0f ms", forward.argument(), endpoint.describe(), elapsed * 1000)

@@ -4,6 +4,7 @@ import asyncio
 import os
 import tempfile
 import weakref
+from urllib.parse import urlsplit
 
 from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, Unicode, Union, default
 from traitlets.config import LoggingConfigurable
@@ -11,7 +12,7 @@ from traitlets.config import LoggingConfigurable
 from ..addresses import parse_server_address
 from ..hooks import resolve
 from .asyncssh import AsyncsshMaster
-from .openssh import ControlMaster, ForwardError, TunnelError
+from .openssh import ControlMaster, ForwardError, TunnelError, remote_command_argv, run_argv
 from .ports import allocate_port
 from .spec import Endpoint, Forward, InvalidSpec
 from .supervisor import TunnelManager
@@ -387,6 +388,119 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
+    # ------------------------------------------------------------ server → hub
+    ssh_create_remote_forward = _callable_or(
+        Bool(),
+        default_value=False,
+        help="""
+        Give the remote server a way back to the Hub API through ssh, opened before ``_start()``.
+
+        Default: False. Signature when callable:
+        ``ssh_create_remote_forward(spawner, remote_info) -> bool`` where ``remote_info`` is
+        ``port_forward_info["remote"]``.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_create_remote_forward = True
+        """,
+    )
+
+    ssh_remote_forward_mode = Enum(
+        ["reverse", "command"],
+        default_value="reverse",
+        config=True,
+        help="""
+        How the server → hub tunnel is made. "reverse": a remote forward (``ssh -R``) on
+        ``ssh_remote_node`` to the Hub API; the port the node allocated is given to the server as
+        ``JUPYTERHUB_HUB_TUNNEL_PORT`` and kept in ``port_forward_info["remote"]["port"]``.
+        "command": the original package's convention: ``ssh <node> start|stop <start_id>`` runs a
+        forced command on the node that makes its own tunnel; exit code
+        ``ssh_remote_command_success_code`` means success.
+
+        Default: "reverse".
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_remote_forward_mode = "command"
+        """,
+    )
+
+    ssh_remote_command_success_code = Integer(
+        217,
+        config=True,
+        help="""
+        The exit code of the node's forced command that means the server → hub tunnel is up
+        ("command" mode).
+
+        Default: 217.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_remote_command_success_code = 0
+        """,
+    )
+
+    ssh_remote_node = _callable_or(
+        Unicode(),
+        default_value="",
+        help="""
+        The node the server → hub tunnel is made on.
+
+        Default: "". Signature when callable: ``ssh_remote_node(spawner, remote_info) -> str``.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_remote_node = "login1.cluster.example.org"
+        """,
+    )
+
+    ssh_remote_port = _callable_or(
+        Integer(), default_value=22,
+        help="SSH port of ``ssh_remote_node``. Default: 22. Callable: ``(spawner, remote_info) -> int``.",
+    )  # fmt: skip
+    ssh_remote_username = _callable_or(
+        Unicode(), default_value="",
+        help="User on ``ssh_remote_node``. Default: \"\". Callable: ``(spawner, remote_info) -> str``.",
+    )  # fmt: skip
+    ssh_remote_key = _callable_or(
+        Unicode(), default_value="",
+        help="Absolute path of the key for ``ssh_remote_node``. Default: \"\". Callable: ``(spawner, remote_info) -> str``.",
+    )  # fmt: skip
+    ssh_forward_remote_options = _callable_or(
+        Dict(),
+        help="Allowed ssh options for ``ssh_remote_node`` (see ``ssh_forward_options``). Default: {}. Callable: ``(spawner, remote_info) -> dict``.",
+    )  # fmt: skip
+
+    ssh_custom_forward_remote = Callable(
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""
+        Replace the built-in server → hub tunnel.
+
+        Default: None. Signature: ``ssh_custom_forward_remote(spawner, remote_info)``, sync or async.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_custom_forward_remote = my_remote_tunnel
+        """,
+    )
+
+    ssh_custom_forward_remote_remove = Callable(
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""
+        Replace the removal of the server → hub tunnel (pairs with ``ssh_custom_forward_remote``).
+
+        Default: None. Signature: ``ssh_custom_forward_remote_remove(spawner, remote_info)``, sync or async.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_custom_forward_remote_remove = my_remote_tunnel_remove
+        """,
+    )
+
     # ------------------------------------------------------------ the manager and the endpoint
     @staticmethod
     def tunnel_managers():
@@ -458,6 +572,83 @@ class SSHTunnels(LoggingConfigurable):
         """The port for this start's forward: pinned, or a fresh free one."""
         return await self._pinned_port() or allocate_port(self.ssh_forward_bind_host)
 
+    # ------------------------------------------------------------ server → hub
+    async def _remote_setting(self, name):
+        info = self.port_forward_info.setdefault("remote", {})
+        if name in info:
+            return info[name]
+        return await resolve(getattr(self, name), self, info)
+
+    async def get_ssh_remote_endpoint(self):
+        node = await self._remote_setting("ssh_remote_node")
+        if not node:
+            raise InvalidSpec("no ssh_remote_node is configured for the tunnel to the Hub")
+        return Endpoint(
+            host=node,
+            port=await self._remote_setting("ssh_remote_port"),
+            user=await self._remote_setting("ssh_remote_username"),
+            key=await self._remote_setting("ssh_remote_key"),
+            options=dict(await self._remote_setting("ssh_forward_remote_options") or {}),
+        )
+
+    def _hub_api_target(self):
+        """host and port of the Hub API as this Hub process reaches it (the remote forward's target)."""
+        parts = urlsplit(self.hub.api_url)
+        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+    def _remote_forward(self, port):
+        host, hub_port = self._hub_api_target()
+        return Forward("R", "127.0.0.1", port, host, hub_port)
+
+    async def ssh_default_forward_remote(self):
+        """Make the server → hub tunnel (see ``ssh_remote_forward_mode``)."""
+        info = self.port_forward_info.setdefault("remote", {})
+        endpoint = await self.get_ssh_remote_endpoint()
+        if self.ssh_remote_forward_mode == "command":
+            await self._remote_command(endpoint, "start")
+            return
+        allocated = await self.tunnel_manager().add(endpoint, self._remote_forward(int(info.get("port") or 0)))
+        info["port"] = allocated or int(info.get("port") or 0)
+        self.log.info("Tunnel to the Hub for %s: port %s on %s", self._log_name, info["port"], endpoint.describe())
+
+    async def ssh_default_forward_remote_remove(self):
+        info = self.port_forward_info.get("remote") or {}
+        try:
+            endpoint = await self.get_ssh_remote_endpoint()
+        except InvalidSpec:
+            return
+        if self.ssh_remote_forward_mode == "command":
+            try:
+                await self._remote_command(endpoint, "stop")
+            except TunnelError as e:
+                self.log.warning("Stopping the tunnel to the Hub of %s: %s", self._log_name, e)
+        elif info.get("port"):
+            await self.tunnel_manager().remove(endpoint, self._remote_forward(int(info["port"])))
+
+    async def _remote_command(self, endpoint, action):
+        argv = remote_command_argv(
+            endpoint, action, [self.start_id], ssh=self.ssh_binary, known_hosts=self.ssh_known_hosts,
+            strict_host_key_checking=self.ssh_strict_host_key_checking,
+        )  # fmt: skip
+        rc, _, err = await run_argv(argv, timeout=self.ssh_master_start_timeout + 20)
+        if action == "start" and rc != self.ssh_remote_command_success_code:
+            reason = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {rc}"]
+            raise TunnelError(f"the tunnel to the Hub on {endpoint.describe()} failed: {reason[0]}")
+
+    async def run_ssh_forward_remote(self):
+        info = self.port_forward_info.setdefault("remote", {})
+        if self.ssh_custom_forward_remote is not None:
+            await resolve(self.ssh_custom_forward_remote, self, info)
+        else:
+            await self.ssh_default_forward_remote()
+
+    async def run_ssh_forward_remote_remove(self):
+        info = self.port_forward_info.setdefault("remote", {})
+        if self.ssh_custom_forward_remote_remove is not None:
+            await resolve(self.ssh_custom_forward_remote_remove, self, info)
+        elif self.ssh_custom_forward_remote is None:
+            await self.ssh_default_forward_remote_remove()
+
     # ------------------------------------------------------------ the forward itself
     async def ssh_default_forward(self, port=None):
         """Open the forward hub → ``port_forward_info["service"]`` through the jump node.
@@ -520,28 +711,26 @@ class SSHTunnels(LoggingConfigurable):
         return self._hub_side_host(), self.port
 
     async def check_tunnel(self):
-        """None if this server's tunnel is fine, else the reason it is not.
+        """None if this server's tunnels are fine, else the reason they are not.
 
-        After a Hub restart (state loaded with an open tunnel) the first call restores the forward,
-        before JupyterHub checks that the server answers.
+        After a Hub restart (state loaded with open tunnels) the first call restores them, before
+        JupyterHub checks that the server answers.
         """
-        if not (self._tunnel_open and self.port and "service" in self.port_forward_info) or self.ssh_custom_forward:
-            return None
+        restore, self._tunnel_needs_restore = self._tunnel_needs_restore, False
         try:
+            if restore and self._remote_forward_open and self.ssh_remote_forward_mode == "reverse":
+                await self.run_ssh_forward_remote()  # asks for the same port again: the server knows it
+            if not (self._tunnel_open and self.port and "service" in self.port_forward_info) or self.ssh_custom_forward:
+                return None
             endpoint = await self.get_ssh_endpoint()
             forward = self._local_forward(self.port)
-        except InvalidSpec as e:
-            return f"the tunnel's settings are invalid: {e}"
-        manager = self.tunnel_manager()
-        if self._tunnel_needs_restore:
-            self._tunnel_needs_restore = False
-            if not manager.wants(endpoint, forward):
+            manager = self.tunnel_manager()
+            if restore and not manager.wants(endpoint, forward):
                 self.log.info("Restoring the tunnel of %s after a Hub restart", self._log_name)
-                try:
-                    await self.ssh_default_forward(port=self.port)
-                except TunnelError as e:
-                    return str(e)
-        return manager.is_failed(forward)
+                await self.ssh_default_forward(port=self.port)
+            return manager.is_failed(forward)
+        except (TunnelError, InvalidSpec) as e:
+            return str(e)
 
 
 __all__ = ["SSHTunnels", "SSH_OVERRIDE_KEYS", "TunnelError"]
