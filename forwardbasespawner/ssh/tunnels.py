@@ -532,26 +532,34 @@ class SSHTunnels(LoggingConfigurable):
             )
         return manager
 
-    async def _ssh_setting(self, name):
-        info = self.port_forward_info
+    async def _setting(self, name, info):
+        """A key of ``info`` (part of ``port_forward_info``) overrides the trait of the same name."""
         if name in info:
             return info[name]
         return await resolve(getattr(self, name), self, info)
 
-    async def get_ssh_endpoint(self):
-        """The jump node and identity for this server's tunnel, validated (raises InvalidSpec)."""
-        node = await self._ssh_setting("ssh_node")
-        if not node:
-            raise InvalidSpec("no ssh_node is configured for the tunnel")
-        if self.ssh_node_mapping is not None:
-            node = await resolve(self.ssh_node_mapping, self, node)
+    async def _endpoint(self, info, node, port, username, key, options):
+        """An :class:`Endpoint` from the settings with these names, validated (raises InvalidSpec)."""
+        host = await self._setting(node, info)
+        if not host:
+            raise InvalidSpec(f"no {node} is configured for the tunnel")
         return Endpoint(
-            host=node,
-            port=await self._ssh_setting("ssh_port"),
-            user=await self._ssh_setting("ssh_username"),
-            key=await self._ssh_setting("ssh_key"),
-            options=dict(await self._ssh_setting("ssh_forward_options") or {}),
+            host=host,
+            port=await self._setting(port, info),
+            user=await self._setting(username, info),
+            key=await self._setting(key, info),
+            options=dict(await self._setting(options, info) or {}),
         )
+
+    async def get_ssh_endpoint(self):
+        """The jump node and identity for this server's tunnel hub → server."""
+        endpoint = await self._endpoint(
+            self.port_forward_info, "ssh_node", "ssh_port", "ssh_username", "ssh_key", "ssh_forward_options"
+        )
+        if self.ssh_node_mapping is not None:
+            mapped = await resolve(self.ssh_node_mapping, self, endpoint.host)
+            endpoint = Endpoint(mapped, endpoint.port, endpoint.user, endpoint.key, endpoint.options)
+        return endpoint
 
     def _local_forward(self, port):
         host, target_port = parse_server_address(self.port_forward_info["service"])[1:]
@@ -573,22 +581,11 @@ class SSHTunnels(LoggingConfigurable):
         return await self._pinned_port() or allocate_port(self.ssh_forward_bind_host)
 
     # ------------------------------------------------------------ server → hub
-    async def _remote_setting(self, name):
-        info = self.port_forward_info.setdefault("remote", {})
-        if name in info:
-            return info[name]
-        return await resolve(getattr(self, name), self, info)
-
     async def get_ssh_remote_endpoint(self):
-        node = await self._remote_setting("ssh_remote_node")
-        if not node:
-            raise InvalidSpec("no ssh_remote_node is configured for the tunnel to the Hub")
-        return Endpoint(
-            host=node,
-            port=await self._remote_setting("ssh_remote_port"),
-            user=await self._remote_setting("ssh_remote_username"),
-            key=await self._remote_setting("ssh_remote_key"),
-            options=dict(await self._remote_setting("ssh_forward_remote_options") or {}),
+        """The node and identity for the tunnel server → hub."""
+        info = self.port_forward_info.setdefault("remote", {})
+        return await self._endpoint(
+            info, "ssh_remote_node", "ssh_remote_port", "ssh_remote_username", "ssh_remote_key", "ssh_forward_remote_options"
         )
 
     def _hub_api_target(self):
