@@ -8,6 +8,7 @@ environment the base builds (events URL, token). ``user_options`` steer the scen
 - ``fail``: the remote script posts a failed event with this message instead of listening
 - ``raise``: ``_start()`` raises RuntimeError with this message; ``http_error``: a bare HTTPError
 - ``later``: ``_start()`` returns no address; the remote script calls SetupTunnel once it listens
+  (``quiet``: it does not, the test does)
 """
 
 import asyncio
@@ -59,7 +60,7 @@ class SimulatedRemoteSpawner(ForwardBaseSpawner):
             FBS_SIM_EVENTS=str(options.get("events", 0)),
             FBS_SIM_EVENT_DELAY=str(options.get("event_delay", 0)),
             FBS_SIM_FAIL=str(options.get("fail", "")),
-            FBS_SIM_SETUPTUNNEL="1" if options.get("later") else "",
+            FBS_SIM_SETUPTUNNEL="1" if options.get("later") and not options.get("quiet") else "",
         )
         proc = await asyncio.create_subprocess_exec(
             sys.executable, os.path.join(HERE, "remote_server.py"), self.marker,

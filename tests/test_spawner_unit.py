@@ -202,3 +202,12 @@ async def test_stop_is_idempotent_and_closes_the_log():
 
 async def _collect(spawner):
     return [e async for e in spawner.progress()]
+
+
+@pytest.mark.parametrize("trait, value", [("ssh_known_hosts", "/dev/null"), ("ssh_known_hosts", ""),
+                                          ("ssh_strict_host_key_checking", "no")])  # fmt: skip
+def test_host_key_checking_cannot_be_switched_off(trait, value):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError):
+        make(**{trait: value})

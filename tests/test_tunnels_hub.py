@@ -29,7 +29,7 @@ c.SimulatedRemoteSpawner.ssh_master_idle_timeout = 0
 c.SimulatedRemoteSpawner.ssh_check_interval = 1
 c.SimulatedRemoteSpawner.ssh_restore_attempts = 2
 c.SimulatedRemoteSpawner.ssh_during_startup = lambda spawner: bool((spawner.user_options or {{}}).get("tunnel"))
-c.SimulatedRemoteSpawner.setuptunnel_allowed_nodes = ["127.0.0.1"]
+c.SimulatedRemoteSpawner.setuptunnel_allowed_nodes = ["127.0.0.1", "127.0.0.2"]  # nothing listens on .2
 c.SimulatedRemoteSpawner.ssh_create_remote_forward = lambda spawner, info: bool((spawner.user_options or {{}}).get("hubtunnel"))
 c.SimulatedRemoteSpawner.ssh_remote_node = "127.0.0.1"
 c.SimulatedRemoteSpawner.ssh_remote_port = {sshd.port}
@@ -241,3 +241,18 @@ async def test_server_reaches_the_hub_through_a_reverse_tunnel(hub, no_leaks):
     await hub.wait_for(lambda: asyncio.sleep(0, not port_is_free("127.0.0.1", port)))
     await stop(hub, "gus", "h")
     await hub.wait_for(lambda: asyncio.sleep(0, port_is_free("127.0.0.1", port)))
+
+
+async def test_failed_setuptunnel_ends_the_spawn_with_a_reason(hub, no_leaks):
+    no_leaks.append("fbs-sim-hal-q-")
+    await spawn(hub, "hal", "q", {"later": True, "quiet": True})
+    stream = asyncio.ensure_future(hub.progress_events("hal", "q"))
+    await hub.wait_for(lambda: asyncio.sleep(0, processes_with("fbs-sim-hal-q-")))
+    status, reply = await hub.request(
+        "POST", "/users/setuptunnel/hal/q", body={"service": "127.0.0.1:9", "ssh_node": "127.0.0.2"}
+    )
+    assert status == 422 and "could not be set up" in reply["message"], reply
+    events = await asyncio.wait_for(stream, 30)
+    assert events[-1]["failed"] is True
+    assert any("tunnel to the server could not be set up" in e.get("message", "") for e in events)
+    await hub.wait_stopped("hal", "q")

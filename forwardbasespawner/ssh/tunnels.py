@@ -6,7 +6,7 @@ import tempfile
 import weakref
 from urllib.parse import urlsplit
 
-from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, Unicode, Union, default
+from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, TraitError, Unicode, Union, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..addresses import parse_server_address
@@ -217,6 +217,19 @@ class SSHTunnels(LoggingConfigurable):
     @default("ssh_known_hosts")
     def _default_known_hosts(self):
         return os.path.expanduser("~/.ssh/known_hosts")
+
+    @validate("ssh_known_hosts")
+    def _known_hosts_is_a_file(self, proposal):
+        path = proposal["value"]
+        if not path or os.path.realpath(path) == "/dev/null":
+            raise TraitError("ssh_known_hosts must be a real file: host keys are checked, never ignored")
+        return path
+
+    @validate("ssh_strict_host_key_checking")
+    def _strict_is_safe(self, proposal):
+        if proposal["value"] not in ("yes", "accept-new"):
+            raise TraitError('ssh_strict_host_key_checking is "yes" or "accept-new"')
+        return proposal["value"]
 
     ssh_strict_host_key_checking = Unicode(
         "yes",
