@@ -2,6 +2,7 @@
 
 from .api import (
     ROUTES,
+    ListServersAPIHandler,
     SetupTunnelAPIHandler,
     SpawnEventsAPIHandler,
     SSHNodeRestartedAPIHandler,
@@ -15,6 +16,7 @@ __version__ = "0.1.0.dev0"
 register_api_handlers()
 
 __all__ = [
+    "ListServersAPIHandler",
     "ROUTES",
     "ForwardBaseSpawner",
     "SSHNodeRestartedAPIHandler",

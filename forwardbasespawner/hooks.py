@@ -2,6 +2,13 @@
 
 import inspect
 
+from traitlets import Callable, Union
+
+
+def value_or_callable(trait, **kwargs):
+    """A config trait that takes ``trait``'s kind of value, or a sync or async callable."""
+    return Union([Callable(), trait], config=True, **kwargs)
+
 
 def _fitting_args(func, args):
     """The leading part of ``args`` that ``func`` accepts.

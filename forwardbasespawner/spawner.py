@@ -13,6 +13,7 @@ from traitlets import Bool, Callable, Dict, Float, Integer, Unicode, Union, defa
 from .addresses import format_url, parse_server_address
 from .events import EventLog, describe_exception
 from .hooks import resolve, resolve_sync
+from .k8s.services import KubernetesServices
 from .ssh.tunnels import SSHTunnels
 
 
@@ -29,7 +30,7 @@ class StartAborted(Exception):
         self.jupyterhub_message = message
 
 
-class ForwardBaseSpawner(SSHTunnels, Spawner):
+class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
     """Base class for spawners whose single-user servers run on another system.
 
     Subclasses implement three coroutines:
@@ -291,6 +292,8 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
     # Not config: read and written by subclasses (CONTRACT.md).
     start_id = ""
     tunnel_node = ""  # the jump node this server's forward goes through (SSHNodeRestarted matches it)
+    svc_name = ""  # this server's Kubernetes Service, and its in-cluster DNS name
+    dns_name = ""
     yield_wait_seconds = 1  # kept for subclasses of the original; progress here is event-driven
 
     def __init__(self, **kwargs):
@@ -304,6 +307,8 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
         self._cached_public_api_url = ""
         self._tunnel_open = False
         self._remote_forward_open = False
+        self._svc_open = False
+        self._svc_restore_pending = False
         self._tunnel_needs_restore = False
         self._start_cancelled = False
 
@@ -545,6 +550,9 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
             state["tunnel_open"] = True
         if self._remote_forward_open:
             state["remote_forward_open"] = True
+        if self._svc_open:
+            state["svc_open"] = True
+            state["svc_name"] = self.svc_name
         if self.tunnel_node:
             state["tunnel_node"] = self.tunnel_node
         state["events"] = self._events.to_list()
@@ -563,6 +571,8 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
         # rows written by the original package have no tunnel flag: a recorded forward means one
         self._tunnel_open = bool(state.get("tunnel_open", bool(self.port_forward_info.get("service"))))
         self._remote_forward_open = bool(state.get("remote_forward_open"))
+        self._svc_open = bool(state.get("svc_open"))
+        self.svc_name = str(state.get("svc_name") or "")
         self._tunnel_needs_restore = self._tunnel_open or self._remote_forward_open
         events = state.get("events")
         if isinstance(events, list):
@@ -577,6 +587,8 @@ class ForwardBaseSpawner(SSHTunnels, Spawner):
         self.server_token_sha256 = ""
         self._tunnel_open = False
         self._remote_forward_open = False
+        self._svc_open = False
+        self.svc_name = self.dns_name = ""
         self._cached_public_api_url = ""
         self.tunnel_node = ""
         self.port = self._configured_port

@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from tests.hubharness import CHP, Hub, processes_with
+from tests.k8sapi import KubernetesAPI
 from tests.sshd import SSHServer
 
 
@@ -45,3 +46,25 @@ async def sshd(tmp_path_factory):
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture(scope="module")
+async def k8s_api():
+    """The schema-validating Kubernetes API test server, for this test module."""
+    server = KubernetesAPI()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def ssh_config(sshd, control_dir, cls="SimulatedRemoteSpawner"):
+    """Hub config lines that point ``cls``'s tunnels at ``sshd``."""
+    return f"""
+c.{cls}.ssh_node = "127.0.0.1"
+c.{cls}.ssh_port = {sshd.port}
+c.{cls}.ssh_username = {sshd.user!r}
+c.{cls}.ssh_key = {sshd.client_key!r}
+c.{cls}.ssh_known_hosts = {sshd.known_hosts!r}
+c.{cls}.ssh_control_dir = {control_dir!r}
+c.{cls}.ssh_master_idle_timeout = 0
+"""

@@ -7,6 +7,7 @@ import secrets
 import pytest
 
 from forwardbasespawner.ssh.ports import port_is_free
+from tests.conftest import ssh_config
 from tests.hubharness import Hub, processes_with, server_token
 from tests.test_ssh_tunnels import ssh_processes
 
@@ -18,14 +19,7 @@ NODE_WATCHER_TOKEN = secrets.token_hex(16)
 async def hub(tmp_path_factory, sshd):
     directory = tmp_path_factory.mktemp("hub")
     control = f"{directory}/ctl"
-    config = f"""
-c.SimulatedRemoteSpawner.ssh_node = "127.0.0.1"
-c.SimulatedRemoteSpawner.ssh_port = {sshd.port}
-c.SimulatedRemoteSpawner.ssh_username = {sshd.user!r}
-c.SimulatedRemoteSpawner.ssh_key = {sshd.client_key!r}
-c.SimulatedRemoteSpawner.ssh_known_hosts = {sshd.known_hosts!r}
-c.SimulatedRemoteSpawner.ssh_control_dir = {control!r}
-c.SimulatedRemoteSpawner.ssh_master_idle_timeout = 0
+    config = ssh_config(sshd, control) + f"""
 c.SimulatedRemoteSpawner.ssh_check_interval = 1
 c.SimulatedRemoteSpawner.ssh_restore_attempts = 2
 c.SimulatedRemoteSpawner.ssh_during_startup = lambda spawner: bool((spawner.user_options or {{}}).get("tunnel"))

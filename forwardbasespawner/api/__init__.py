@@ -1,6 +1,7 @@
 """The Hub API routes of forwardbasespawner and their registration."""
 
 from .events import SpawnEventsAPIHandler
+from .servers import ListServersAPIHandler
 from .sshnode import SSHNodeRestartedAPIHandler
 from .tunnel import SetupTunnelAPIHandler
 
@@ -11,6 +12,7 @@ ROUTES = [
     (r"/api/users/setuptunnel/([^/]+)", SetupTunnelAPIHandler),
     (r"/api/users/setuptunnel/([^/]+)/([^/]*)", SetupTunnelAPIHandler),
     (r"/api/recreateforward/([^/]+)", SSHNodeRestartedAPIHandler),
+    (r"/api/servers", ListServersAPIHandler),
 ]
 
 
@@ -31,6 +33,7 @@ def register_api_handlers(routes=None):
 
 
 __all__ = [
+    "ListServersAPIHandler",
     "ROUTES",
     "SSHNodeRestartedAPIHandler",
     "SetupTunnelAPIHandler",

@@ -6,11 +6,11 @@ import tempfile
 import weakref
 from urllib.parse import urlsplit
 
-from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, TraitError, Unicode, Union, default, validate
+from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..addresses import parse_server_address
-from ..hooks import resolve
+from ..hooks import resolve, value_or_callable
 from .asyncssh import AsyncsshMaster
 from .openssh import ControlMaster, ForwardError, TunnelError, remote_command_argv, run_argv
 from .ports import allocate_port
@@ -23,14 +23,10 @@ _MANAGERS = weakref.WeakKeyDictionary()  # event loop -> {control dir: TunnelMan
 SSH_OVERRIDE_KEYS = ("ssh_node", "ssh_port", "ssh_username", "ssh_key", "ssh_forward_options")
 
 
-def _callable_or(trait, **kwargs):
-    return Union([Callable(), trait], config=True, **kwargs)
-
-
 class SSHTunnels(LoggingConfigurable):
     """Traits and methods of the hub → server tunnel (mixed into ForwardBaseSpawner)."""
 
-    ssh_node = _callable_or(
+    ssh_node = value_or_callable(
         Unicode(),
         default_value="",
         help="""
@@ -62,7 +58,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_port = _callable_or(
+    ssh_port = value_or_callable(
         Integer(),
         default_value=22,
         help="""
@@ -76,7 +72,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_username = _callable_or(
+    ssh_username = value_or_callable(
         Unicode(),
         default_value="",
         help="""
@@ -91,7 +87,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_key = _callable_or(
+    ssh_key = value_or_callable(
         Unicode(),
         default_value="",
         help="""
@@ -106,7 +102,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_forward_options = _callable_or(
+    ssh_forward_options = value_or_callable(
         Dict(),
         help="""
         Extra ssh_config options for the connection to the jump node, from a fixed allow-list
@@ -121,7 +117,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_recreate_at_start = _callable_or(
+    ssh_recreate_at_start = value_or_callable(
         Bool(),
         default_value=False,
         help="""
@@ -170,7 +166,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    custom_port = _callable_or(
+    custom_port = value_or_callable(
         Integer(),
         default_value=0,
         help="""
@@ -402,7 +398,7 @@ class SSHTunnels(LoggingConfigurable):
     )
 
     # ------------------------------------------------------------ server → hub
-    ssh_create_remote_forward = _callable_or(
+    ssh_create_remote_forward = value_or_callable(
         Bool(),
         default_value=False,
         help="""
@@ -453,7 +449,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_remote_node = _callable_or(
+    ssh_remote_node = value_or_callable(
         Unicode(),
         default_value="",
         help="""
@@ -467,19 +463,19 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_remote_port = _callable_or(
+    ssh_remote_port = value_or_callable(
         Integer(), default_value=22,
         help="SSH port of ``ssh_remote_node``. Default: 22. Callable: ``(spawner, remote_info) -> int``.",
     )  # fmt: skip
-    ssh_remote_username = _callable_or(
+    ssh_remote_username = value_or_callable(
         Unicode(), default_value="",
         help="User on ``ssh_remote_node``. Default: \"\". Callable: ``(spawner, remote_info) -> str``.",
     )  # fmt: skip
-    ssh_remote_key = _callable_or(
+    ssh_remote_key = value_or_callable(
         Unicode(), default_value="",
         help="Absolute path of the key for ``ssh_remote_node``. Default: \"\". Callable: ``(spawner, remote_info) -> str``.",
     )  # fmt: skip
-    ssh_forward_remote_options = _callable_or(
+    ssh_forward_remote_options = value_or_callable(
         Dict(),
         help="Allowed ssh options for ``ssh_remote_node`` (see ``ssh_forward_options``). Default: {}. Callable: ``(spawner, remote_info) -> dict``.",
     )  # fmt: skip
@@ -706,18 +702,27 @@ class SSHTunnels(LoggingConfigurable):
         else:
             # a port reserved at start (delayed tunnel) or restored from state stays the same
             await self.ssh_default_forward(port=self.port or None)
+        if create_svc and await self.svc_enabled():
+            return await self.run_svc_create()
         return self._hub_side_host(), self.port
 
     async def run_ssh_forward_remove(self, delete_svc=True):
         """Remove what :meth:`run_ssh_forward` created; harmless when nothing is there."""
-        if self.ssh_custom_forward_remove is not None:
-            await resolve(self.ssh_custom_forward_remove, self, self.port_forward_info)
-        elif self.ssh_custom_forward is None:
-            await self.ssh_default_forward_remove()
+        try:
+            if self.ssh_custom_forward_remove is not None:
+                await resolve(self.ssh_custom_forward_remove, self, self.port_forward_info)
+            elif self.ssh_custom_forward is None:
+                await self.ssh_default_forward_remove()
+        finally:
+            if delete_svc and self._svc_open:
+                await self.run_svc_remove()
 
     async def _delayed_tunnel_address(self):
-        """Reserve the port now; the forward follows when the remote side calls SetupTunnel."""
+        """Reserve the port (and make the Service) now; the forward follows when the remote side
+        calls SetupTunnel."""
         self.port = await self._reserve_port()
+        if await self.svc_enabled():
+            return await self.run_svc_create()
         return self._hub_side_host(), self.port
 
     async def check_tunnel(self):
@@ -738,6 +743,13 @@ class SSHTunnels(LoggingConfigurable):
             if restore and not manager.wants(endpoint, forward):
                 self.log.info("Restoring the tunnel of %s after a Hub restart", self._log_name)
                 await self.ssh_default_forward(port=self.port)
+            if (restore or self._svc_restore_pending) and self._svc_open and self.ssh_custom_svc is None:
+                try:
+                    await self.ssh_default_svc()  # recreated if it went missing; ours is kept
+                    self._svc_restore_pending = False
+                except Exception as e:  # the API server may be down: retry at the next poll
+                    self.log.error("Restoring the Service of %s failed: %s", self._log_name, e)
+                    self._svc_restore_pending = True
             return manager.is_failed(forward)
         except (TunnelError, InvalidSpec) as e:
             return str(e)

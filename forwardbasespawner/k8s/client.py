@@ -1,0 +1,134 @@
+"""One shared kubernetes_asyncio client per Hub: Services created, replaced, listed and deleted,
+with retries on 5xx, 429, timeouts and dropped connections. Never blocks the Hub's event loop."""
+
+import asyncio
+import os
+import random
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.rest import ApiException
+
+
+class ServiceConflict(Exception):
+    """A Service with the wanted name exists and is not ours for this server; it is left alone."""
+
+
+def _retryable(error):
+    if isinstance(error, ApiException):
+        return error.status == 429 or error.status >= 500 or error.status == 0
+    return isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError))
+
+
+class ServiceClient:
+    """Services in one cluster, through the real ``kubernetes_asyncio`` client.
+
+    Configuration, in order: explicit ``host`` (and ``token``); in-cluster (the pod's service
+    account); the kubeconfig of the Hub's user.
+    """
+
+    def __init__(self, log, *, host="", token="", verify_ssl=True, ca_file="", retries=5, backoff=0.2, timeout=10):
+        self.log = log
+        self.host = host
+        self.token = token
+        self.verify_ssl = verify_ssl
+        self.ca_file = ca_file
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self._core = None
+        self._lock = asyncio.Lock()
+        self.calls = 0
+
+    async def core(self):
+        if self._core is None:
+            async with self._lock:
+                if self._core is None:
+                    self._core = client.CoreV1Api(client.ApiClient(await self._configuration()))
+        return self._core
+
+    async def _configuration(self):
+        cfg = client.Configuration()
+        if self.host:
+            cfg.host = self.host
+            if self.token:
+                # "BearerToken" is the name current clients use; "authorization" older ones
+                cfg.api_key = {"BearerToken": self.token, "authorization": self.token}
+                cfg.api_key_prefix = {"BearerToken": "Bearer", "authorization": "Bearer"}
+            cfg.verify_ssl = self.verify_ssl
+            if self.ca_file:
+                cfg.ssl_ca_cert = self.ca_file
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            await config.load_kube_config(client_configuration=cfg)
+        return cfg
+
+    async def close(self):
+        if self._core is not None:
+            await self._core.api_client.close()
+            self._core = None
+
+    async def _call(self, what, method, *args, **kwargs):
+        core = await self.core()
+        for attempt in range(1, self.retries + 1):
+            self.calls += 1
+            try:
+                result = await getattr(core, method)(*args, _request_timeout=self.timeout, **kwargs)
+                return core.api_client.sanitize_for_serialization(result)
+            except Exception as e:
+                if not _retryable(e) or attempt == self.retries:
+                    raise
+                # exponential backoff with full jitter, so many Hubs' retries do not align
+                delay = random.uniform(0, self.backoff * 2 ** (attempt - 1))
+                self.log.warning("%s failed (%s); retry %d in %.2fs", what, _describe(e), attempt, delay)
+                await asyncio.sleep(delay)
+
+    async def read_service(self, name, namespace):
+        """The Service as a dict, or None when there is none."""
+        try:
+            return await self._call(f"reading Service {namespace}/{name}", "read_namespaced_service", name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def create_service(self, manifest, is_ours):
+        """Create the Service; if the name is taken by ours (``is_ours(existing)``), replace it;
+        if it is taken by anything else, raise :class:`ServiceConflict` and touch nothing."""
+        metadata = manifest["metadata"]
+        name, namespace = metadata["name"], metadata["namespace"]
+        try:
+            return await self._call(f"creating Service {namespace}/{name}", "create_namespaced_service", namespace, manifest)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        existing = await self.read_service(name, namespace)
+        if existing is None:  # deleted meanwhile: try once more
+            return await self._call(f"creating Service {namespace}/{name}", "create_namespaced_service", namespace, manifest)
+        if not is_ours(existing):
+            raise ServiceConflict(f"Service {namespace}/{name} exists and does not belong to this server")
+        replacement = dict(manifest, metadata=dict(metadata, resourceVersion=existing["metadata"]["resourceVersion"]))
+        replacement["spec"] = dict(manifest["spec"], clusterIP=existing.get("spec", {}).get("clusterIP"))
+        self.log.info("Replacing Service %s/%s left from an earlier start", namespace, name)
+        return await self._call(f"replacing Service {namespace}/{name}", "replace_namespaced_service", name, namespace, replacement)
+
+    async def delete_service(self, name, namespace):
+        """Delete the Service; True if it was there, False if it was already gone."""
+        try:
+            await self._call(f"deleting Service {namespace}/{name}", "delete_namespaced_service", name, namespace)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    async def list_services(self, namespace, selector):
+        reply = await self._call(f"listing Services in {namespace}", "list_namespaced_service", namespace, label_selector=selector)
+        return reply.get("items") or []
+
+
+def _describe(error):
+    if isinstance(error, ApiException):
+        return f"HTTP {error.status} {error.reason}"
+    return type(error).__name__ + (f": {error}" if str(error) else "")

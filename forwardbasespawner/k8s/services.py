@@ -1,0 +1,340 @@
+"""The Kubernetes side of ForwardBaseSpawner: its traits and the Service of each tunnelled server."""
+
+import asyncio
+import os
+import weakref
+
+from jupyterhub import orm
+from traitlets import Bool, Callable, Dict, Float, Integer, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from ..hooks import resolve, value_or_callable
+from .client import ServiceClient, ServiceConflict
+from .names import dns_name, service_name
+from .objects import is_ours, make_service, owner_selector, service_labels
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+_CLIENTS = weakref.WeakKeyDictionary()  # event loop -> {settings: ServiceClient}
+_RECONCILED = weakref.WeakKeyDictionary()  # event loop -> {hub id: task}
+_LIVE = set()  # (hub id, user, server) whose Service this process is making or keeps
+
+
+class KubernetesServices(LoggingConfigurable):
+    """Traits and methods of the per-server Service (mixed into ForwardBaseSpawner)."""
+
+    svc_create = value_or_callable(
+        Bool(),
+        default_value=None,
+        allow_none=True,
+        help="""
+        Create a Kubernetes Service for each tunnelled server, so the proxy pod reaches the Hub pod's
+        forward.
+
+        Default: None (yes when the Hub runs in Kubernetes, judged by KUBERNETES_SERVICE_HOST).
+        Signature when callable: ``svc_create(spawner) -> bool``, sync or async.
+
+        Example::
+
+            c.ForwardBaseSpawner.svc_create = True
+        """,
+    )
+
+    svc_name_template = Unicode(
+        "jupyter-{username}--{servername}",
+        config=True,
+        help="""
+        The Service name, with KubeSpawner's keys: {username}, {servername}, {user_server},
+        {userid}, {unescaped_username}, {unescaped_servername}, {escaped_username},
+        {escaped_servername}, {hubnamespace}. The result is made a valid DNS-1035 name of at most
+        63 characters; where that changes it, a hash of the raw names keeps it unique.
+
+        Default: "jupyter-{username}--{servername}".
+
+        Example::
+
+            c.ForwardBaseSpawner.svc_name_template = "remote-{userid}-{servername}"
+        """,
+    )
+
+    dns_name_template = Unicode(
+        "{name}.{namespace}.svc.cluster.local",
+        config=True,
+        help="""
+        The address the proxy uses for the Service; keys {name} and {namespace}.
+
+        Default: "{name}.{namespace}.svc.cluster.local".
+
+        Example::
+
+            c.ForwardBaseSpawner.dns_name_template = "{name}.{namespace}"
+        """,
+    )
+
+    namespace = Unicode(
+        config=True,
+        help="""
+        The namespace of the Services.
+
+        Default: the Hub pod's own namespace (from its service account), else "default".
+
+        Example::
+
+            c.ForwardBaseSpawner.namespace = "jupyterhub"
+        """,
+    )
+
+    @default("namespace")
+    def _default_namespace(self):
+        try:
+            with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+                return f.read().strip()
+        except OSError:
+            return "default"
+
+    extra_labels = value_or_callable(
+        Dict(),
+        help="""
+        Labels added to each Service.
+
+        Default: {}. Signature when callable: ``extra_labels(spawner)`` or
+        ``extra_labels(spawner, user_options)``, sync or async, returning a dict.
+
+        Example::
+
+            c.ForwardBaseSpawner.extra_labels = lambda spawner, user_options: {"system": user_options.get("system", "")}
+        """,
+    )
+
+    ssh_custom_svc = Callable(
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""
+        Replace the built-in Service creation.
+
+        Default: None. Signature: ``ssh_custom_svc(spawner, port_forward_info) -> (host, port)``,
+        sync or async: where the proxy reaches the server.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_custom_svc = lambda spawner, info: ("tunnels.example.org", spawner.port)
+        """,
+    )
+
+    ssh_custom_svc_remove = Callable(
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""
+        Replace the built-in Service removal (pairs with ``ssh_custom_svc``).
+
+        Default: None. Signature: ``ssh_custom_svc_remove(spawner, port_forward_info)``, sync or async.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_custom_svc_remove = my_svc_remove
+        """,
+    )
+
+    k8s_hub_selector = Dict(
+        config=True,
+        help="""
+        The pod selector of the Hub pod, which the Services point to.
+
+        Default: {} (read the selector of the Hub's own Service, ``k8s_hub_service_name``).
+
+        Example::
+
+            c.ForwardBaseSpawner.k8s_hub_selector = {"app": "jupyterhub", "component": "hub", "release": "jhub"}
+        """,
+    )
+
+    k8s_hub_service_name = Unicode(
+        "hub",
+        config=True,
+        help="""
+        The Hub's own Service (its selector is used when ``k8s_hub_selector`` is empty).
+
+        Default: "hub" (as Zero to JupyterHub names it).
+
+        Example::
+
+            c.ForwardBaseSpawner.k8s_hub_service_name = "jhub-hub"
+        """,
+    )
+
+    k8s_hub_id = Unicode(
+        "jupyterhub",
+        config=True,
+        help="""
+        This Hub's identity in the labels of its Services: start-up clean-up deletes only Services
+        with this identity. Give each Hub sharing a namespace its own.
+
+        Default: "jupyterhub".
+
+        Example::
+
+            c.ForwardBaseSpawner.k8s_hub_id = "jhub-production"
+        """,
+    )
+
+    k8s_owner_reference = Dict(
+        config=True,
+        help="""
+        An ownerReference put on every Service, so the cluster deletes them with their owner
+        (e.g. the Hub's Deployment).
+
+        Default: {} (none).
+
+        Example::
+
+            c.ForwardBaseSpawner.k8s_owner_reference = {
+                "apiVersion": "apps/v1", "kind": "Deployment", "name": "hub", "uid": "<the Deployment's uid>",
+            }
+        """,
+    )
+
+    k8s_api_host = Unicode(
+        "",
+        config=True,
+        help="""
+        The Kubernetes API server, when neither in-cluster configuration nor a kubeconfig applies.
+
+        Default: "" (in-cluster, else the kubeconfig of the Hub's user).
+
+        Example::
+
+            c.ForwardBaseSpawner.k8s_api_host = "https://k8s.example.org:6443"
+        """,
+    )
+
+    k8s_api_token = Unicode("", config=True, help="Bearer token for ``k8s_api_host``. Default: \"\".")
+    k8s_api_ca_file = Unicode("", config=True, help="CA bundle for ``k8s_api_host``. Default: \"\" (system).")
+    k8s_api_retries = Integer(5, config=True, help="Attempts per API call on 5xx, 429, timeouts, resets. Default: 5.")
+    k8s_api_timeout = Float(10, config=True, help="Seconds per API request. Default: 10.")
+
+    # ------------------------------------------------------------ client and names
+    def k8s_client(self):
+        """The Hub's shared :class:`ServiceClient` (one per event loop and API settings)."""
+        loop = asyncio.get_running_loop()
+        clients = _CLIENTS.setdefault(loop, {})
+        key = (self.k8s_api_host, self.k8s_api_token, self.k8s_api_ca_file)
+        if key not in clients:
+            clients[key] = ServiceClient(
+                self.log, host=self.k8s_api_host, token=self.k8s_api_token, ca_file=self.k8s_api_ca_file,
+                retries=self.k8s_api_retries, timeout=self.k8s_api_timeout,
+            )  # fmt: skip
+        return clients[key]
+
+    async def svc_enabled(self):
+        if self.ssh_custom_svc is not None:
+            return True
+        wanted = await resolve(self.svc_create, self)
+        if wanted is None:
+            return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        return bool(wanted)
+
+    def _name_svc(self):
+        self.svc_name = service_name(self.svc_name_template, self.user.name, self.user.id, self.name, self.namespace)
+        self.dns_name = dns_name(self.dns_name_template, self.svc_name, self.namespace)
+
+    async def get_extra_labels(self):
+        return dict(await resolve(self.extra_labels, self, self.user_options or {}) or {})
+
+    async def _hub_selector(self):
+        if self.k8s_hub_selector:
+            return dict(self.k8s_hub_selector)
+        hub = await self.k8s_client().read_service(self.k8s_hub_service_name, self.namespace)
+        selector = (hub or {}).get("spec", {}).get("selector")
+        if not selector:
+            raise RuntimeError(
+                f"no Hub pod selector: set k8s_hub_selector, or give the Hub's Service "
+                f"{self.namespace}/{self.k8s_hub_service_name} a selector"
+            )
+        return selector
+
+    # ------------------------------------------------------------ the Service
+    async def ssh_default_svc(self):
+        """Create (or take over our own leftover) Service to the Hub pod's forward port; return
+        ``(dns_name, port)``. A Service of the same name that is not ours fails the start."""
+        await self.reconcile_services_once()
+        self._name_svc()
+        key = (self.k8s_hub_id, self.user.name, self.name)
+        _LIVE.add(key)
+        manifest = make_service(
+            self.svc_name, self.namespace, self.port, await self._hub_selector(),
+            service_labels(self.user.name, self.name, self.k8s_hub_id, await self.get_extra_labels()),
+            self.user.name, self.name, self.start_id, self.k8s_owner_reference or None,
+        )  # fmt: skip
+        self._svc_open = True  # before the call: stop() deletes one whose creation timed out
+        try:
+            await self.k8s_client().create_service(
+                manifest, lambda existing: is_ours(existing, self.k8s_hub_id, self.user.name, self.name)
+            )
+        except ServiceConflict as e:
+            self._svc_open = False  # not ours: never deleted
+            _LIVE.discard(key)
+            raise RuntimeError(f"{e}; ask an administrator to remove it") from None
+        self.log.info("Service %s/%s for %s created", self.namespace, self.svc_name, self._log_name)
+        return self.dns_name, self.port
+
+    async def ssh_default_svc_remove(self):
+        if not self.svc_name:
+            self._name_svc()
+        gone = await self.k8s_client().delete_service(self.svc_name, self.namespace)
+        _LIVE.discard((self.k8s_hub_id, self.user.name, self.name))
+        self._svc_open = False
+        if gone:
+            self.log.info("Service %s/%s for %s deleted", self.namespace, self.svc_name, self._log_name)
+
+    async def run_svc_create(self):
+        """Where the proxy reaches the server: the Service (built-in or custom)."""
+        if self.ssh_custom_svc is not None:
+            host, port = await resolve(self.ssh_custom_svc, self, self.port_forward_info)
+            self._svc_open = True
+            return host, port
+        return await self.ssh_default_svc()
+
+    async def run_svc_remove(self):
+        if self.ssh_custom_svc_remove is not None:
+            await resolve(self.ssh_custom_svc_remove, self, self.port_forward_info)
+        elif self.ssh_custom_svc is None:
+            await self.ssh_default_svc_remove()
+        self._svc_open = False
+
+    # ------------------------------------------------------------ reconciliation
+    async def reconcile_services_once(self):
+        """Once per Hub process: delete Services of this Hub whose server is not running (a crash
+        between creating one and saving the server's state leaves such). Missing Services of
+        running servers come back at their first poll."""
+        tasks = _RECONCILED.setdefault(asyncio.get_running_loop(), {})
+        if self.k8s_hub_id not in tasks:
+            tasks[self.k8s_hub_id] = asyncio.ensure_future(self._reconcile())
+        try:
+            await asyncio.shield(tasks[self.k8s_hub_id])
+        except Exception:
+            self.log.exception("Cleaning up stray Services failed; trying again at the next start")
+            tasks.pop(self.k8s_hub_id, None)
+
+    async def _reconcile(self):
+        db = self.user.db
+        running = set()
+        # one query: every server with a server row and the state this library saved
+        rows = db.query(orm.User.name, orm.Spawner.name, orm.Spawner.state).join(orm.Spawner.user).filter(
+            orm.Spawner.server_id.isnot(None)
+        )
+        for user_name, server_name, state in rows:
+            if (state or {}).get("svc_open"):
+                running.add((user_name, server_name or ""))
+        client = self.k8s_client()
+        deleted = 0
+        for service in await client.list_services(self.namespace, owner_selector(self.k8s_hub_id)):
+            annotations = service["metadata"].get("annotations") or {}
+            user = annotations.get("forwardbasespawner.jupyter.org/username", "")
+            server = annotations.get("forwardbasespawner.jupyter.org/servername", "")
+            if (user, server) in running or (self.k8s_hub_id, user, server) in _LIVE:
+                continue
+            await client.delete_service(service["metadata"]["name"], self.namespace)
+            deleted += 1
+        self.log.info("Service clean-up for hub %s: %d stray Services deleted", self.k8s_hub_id, deleted)

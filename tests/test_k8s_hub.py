@@ -1,0 +1,156 @@
+"""Services on a real Hub: tunnelled servers get exactly one Service in the (test) Kubernetes API."""
+
+import asyncio
+import secrets
+
+import pytest
+
+from forwardbasespawner.k8s.objects import make_service, service_labels
+from tests.conftest import ssh_config
+from tests.hubharness import Hub, processes_with
+
+pytestmark = pytest.mark.slow
+LISTER_TOKEN = secrets.token_hex(16)
+NS = "jh"
+
+
+@pytest.fixture(scope="module")
+async def hub(tmp_path_factory, sshd, k8s_api):
+    directory = tmp_path_factory.mktemp("hub")
+    config = ssh_config(sshd, f"{directory}/ctl") + f"""
+c.SimulatedRemoteSpawner.ssh_during_startup = True
+c.SimulatedRemoteSpawner.svc_create = True
+c.SimulatedRemoteSpawner.namespace = {NS!r}
+c.SimulatedRemoteSpawner.k8s_api_host = {k8s_api.url!r}
+c.SimulatedRemoteSpawner.k8s_api_token = {k8s_api.token!r}
+c.SimulatedRemoteSpawner.k8s_api_timeout = 1
+c.SimulatedRemoteSpawner.k8s_hub_selector = {{"component": "hub"}}
+c.SimulatedRemoteSpawner.extra_labels = lambda spawner, user_options: {{"system": user_options.get("system", "none")}}
+# kube-proxy stands in here: the Service's address leads to the Hub pod's forward port
+c.SimulatedRemoteSpawner.dns_name_template = "127.0.0.1"
+c.JupyterHub.custom_scopes = {{"custom:servers:list": {{"description": "list running servers"}}}}
+c.JupyterHub.services.append({{"name": "unicore-cleaner", "api_token": {LISTER_TOKEN!r}}})
+c.JupyterHub.load_roles.append({{"name": "server-lister", "scopes": ["custom:servers:list"], "services": ["unicore-cleaner"]}})
+"""
+    hub = Hub(directory, extra_config=config)
+    try:
+        await hub.start()
+        yield hub
+    finally:
+        await hub.close()
+
+
+def ours(k8s_api):
+    return {name: obj for (ns, name), obj in k8s_api.services.items() if ns == NS}
+
+
+async def spawn(hub, user, server, options=None):
+    await hub.request("POST", f"/users/{user}")
+    status, reply = await hub.request("POST", f"/users/{user}/servers/{server}", body=options or {})
+    assert status in (201, 202), reply
+
+
+async def stop(hub, user, server):
+    await hub.request("DELETE", f"/users/{user}/servers/{server}")
+    await hub.wait_stopped(user, server)
+
+
+async def test_one_service_per_server_and_none_after_stop(hub, k8s_api, no_leaks):
+    no_leaks.append("fbs-sim-ann.lee@example.org-")
+    await spawn(hub, "ann.lee@example.org", "gpu-1", {"system": "JUWELS"})
+    model = await hub.wait_ready("ann.lee@example.org", "gpu-1")
+    services = ours(k8s_api)
+    assert len(services) == 1
+    (name, svc), = services.items()
+    assert len(name) <= 63 and name.startswith("jupyter-ann-lee-example-org---")
+    assert svc["metadata"]["annotations"]["forwardbasespawner.jupyter.org/username"] == "ann.lee@example.org"
+    assert svc["metadata"]["labels"]["system"] == "JUWELS"
+    assert svc["spec"]["ports"][0]["targetPort"] == model["state"]["custom_port"]
+    assert model["state"]["svc_name"] == name
+    async with hub.session.get(f"{hub.url}/user/ann.lee@example.org/gpu-1/x") as r:
+        assert r.status == 200
+    await stop(hub, "ann.lee@example.org", "gpu-1")
+    assert ours(k8s_api) == {}
+
+
+async def test_foreign_service_survives_and_the_spawn_fails_clearly(hub, k8s_api, no_leaks):
+    no_leaks.append("fbs-sim-bo-")
+    foreign = make_service("jupyter-bo", NS, 1234, {"app": "other"}, {"app": "other"}, "someone", "")
+    k8s_api.services[NS, "jupyter-bo"] = k8s_api._stored(foreign, NS)
+    try:
+        await spawn(hub, "bo", "")
+        events = await hub.progress_events("bo")
+        assert events[-1]["failed"] is True
+        assert any("does not belong to this server" in e.get("message", "") for e in events), events
+        assert ours(k8s_api)["jupyter-bo"]["spec"]["ports"][0]["port"] == 1234
+        await hub.wait_stopped("bo")
+    finally:
+        k8s_api.services.pop((NS, "jupyter-bo"), None)
+
+
+async def test_api_errors_are_retried(hub, k8s_api, no_leaks):
+    no_leaks.append("fbs-sim-cy-")
+    k8s_api.faults[:] = [{"status": 500}, {"status": 429}, {"reset": True}]
+    await spawn(hub, "cy", "r")
+    await hub.wait_ready("cy", "r")
+    assert len(ours(k8s_api)) == 1 and not k8s_api.faults
+    await stop(hub, "cy", "r")
+    assert ours(k8s_api) == {}
+
+
+async def test_hub_stays_responsive_while_the_api_is_slow(hub, k8s_api, no_leaks):
+    no_leaks.append("fbs-sim-di-")
+    k8s_api.latency = 3
+    try:
+        await spawn(hub, "di", "s")
+        # the Hub answers other requests while the spawn waits on the API server
+        model = await hub.server_model("di", "s")
+        assert model["pending"] == "spawn"
+        status, _ = await hub.request("GET", "/users/di")
+        assert status == 200 and (await hub.server_model("di", "s"))["pending"] == "spawn"
+    finally:
+        k8s_api.latency = 0
+    await hub.wait_ready("di", "s")
+    await stop(hub, "di", "s")
+
+
+async def test_restart_cleans_strays_and_recreates_missing(hub, k8s_api, no_leaks):
+    no_leaks.append("fbs-sim-ed-")
+    await spawn(hub, "ed", "keep")
+    await hub.wait_ready("ed", "keep")
+    (name,) = ours(k8s_api)
+    # a crash between creating a Service and saving the server's state leaves a stray ...
+    stray = make_service("jupyter-ghost", NS, 4321, {"component": "hub"}, service_labels("ghost", "", "jupyterhub"), "ghost", "")
+    k8s_api.services[NS, "jupyter-ghost"] = k8s_api._stored(stray, NS)
+    # ... and someone deleted the Service of a running server
+    del k8s_api.services[NS, name]
+    await hub.restart_hub()
+    await hub.wait_ready("ed", "keep")
+    await hub.wait_for(lambda: asyncio.sleep(0, set(ours(k8s_api)) == {name}))
+    async with hub.session.get(f"{hub.url}/user/ed/keep/x") as r:
+        assert r.status == 200
+    await stop(hub, "ed", "keep")
+    assert ours(k8s_api) == {}
+
+
+async def test_list_servers_for_a_remote_system(hub, k8s_api, no_leaks):
+    no_leaks.append("fbs-sim-fi-")
+    await spawn(hub, "fi", "a")
+    model = await hub.wait_ready("fi", "a")
+    status, listed = await hub.request("GET", "/servers", token=LISTER_TOKEN)
+    assert status == 200
+    start_id = model["state"]["start_id"]
+    assert any(entry.endswith(f"_a_{start_id}") for entry in listed), listed
+    status, objects = await hub.request("GET", "/servers?format=objects", token=LISTER_TOKEN)
+    assert {"user": "fi", "server": "a", "start_id": start_id, "state": "running"}.items() <= [
+        o for o in objects if o["user"] == "fi"
+    ][0].items()
+    page = (await hub.request("GET", "/servers?offset=0&limit=1", token=LISTER_TOKEN))[1]
+    assert len(page) == 1
+    for bad in ("?limit=0", "?limit=x", "?format=xml", "?offset=-1"):
+        assert (await hub.request("GET", f"/servers{bad}", token=LISTER_TOKEN))[0] == 400
+    fi_token = await hub.user_token("fi")
+    status, reply = await hub.request("GET", "/servers", token=fi_token)
+    assert status == 403 and "custom:servers:list" in reply["message"]
+    await stop(hub, "fi", "a")
+    assert processes_with("fbs-sim-fi-") == []
