@@ -8,13 +8,19 @@ connection resets, one per request in order; ``latency`` delays every answer.
 
 import asyncio
 import copy
+import functools
 import json
 import re
+import sys
 import uuid
 from datetime import datetime, timezone
 
 import kubernetes_validate
+import kubernetes_validate.utils
 from aiohttp import web
+
+# the package reads the schema files on every validation; they do not change while we run
+kubernetes_validate.utils.schema_contents = functools.lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents)
 
 K8S_VERSION = "1.30"
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -69,6 +75,7 @@ class KubernetesAPI:
         app.router.add_put(base + "/{name}", self.replace)
         app.router.add_patch(base + "/{name}", self.patch)
         app.router.add_delete(base + "/{name}", self.delete)
+        app.router.add_get("/_test/stats", self.stats)  # for benchmarks running it in another process
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -78,8 +85,16 @@ class KubernetesAPI:
     async def stop(self):
         await self.runner.cleanup()
 
+    async def stats(self, request):
+        reply = {"calls": len(self.calls), "services": len(self.services)}
+        if request.query.get("reset"):
+            self.calls.clear()
+        return web.json_response(reply)
+
     @web.middleware
     async def middleware(self, request, handler):
+        if request.path.startswith("/_test/"):
+            return await handler(request)
         self.calls.append((request.method, request.path))
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return status(401, "Unauthorized", "Unauthorized")
@@ -219,3 +234,16 @@ def merge(target, change):
         else:
             target[key] = merge(target.get(key) if isinstance(target.get(key), dict) else {}, value)
     return target
+
+
+async def _serve(latency, token):
+    api = KubernetesAPI(token)
+    api.latency = latency
+    await api.start()
+    print(api.port, flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    # python tests/k8sapi.py LATENCY TOKEN: serve until killed, printing the port
+    asyncio.run(_serve(float(sys.argv[1]), sys.argv[2]))

@@ -154,3 +154,32 @@ async def test_list_servers_for_a_remote_system(hub, k8s_api, no_leaks):
     assert status == 403 and "custom:servers:list" in reply["message"]
     await stop(hub, "fi", "a")
     assert processes_with("fbs-sim-fi-") == []
+
+
+async def test_list_servers_with_a_thousand_servers(hub, k8s_api):
+    """Rows as the Hub writes them for running servers, added straight to its database."""
+    from jupyterhub import orm
+
+    session = orm.new_session_factory(f"sqlite:///{hub.dir}/jupyterhub.sqlite")()
+    try:
+        for i in range(1000):
+            user = orm.User(name=f"bulk{i:04d}")
+            session.add(user)
+            spawner = orm.Spawner(user=user, name="", state={"start_id": f"sid{i}"})
+            spawner.server = orm.Server(base_url=f"/user/bulk{i:04d}/")
+            session.add(spawner)
+        session.commit()
+        status, listed = await hub.request("GET", "/servers", token=LISTER_TOKEN)
+        assert status == 200
+        bulk = [entry for entry in listed if "_sid" in entry]
+        assert len(bulk) == 1000 and len(set(bulk)) == 1000
+        pages = []
+        for offset in range(0, 1100, 250):
+            status, page = await hub.request("GET", f"/servers?format=objects&limit=250&offset={offset}", token=LISTER_TOKEN)
+            pages += page
+        assert len(pages) == len(listed) and len({(p["user"], p["server"]) for p in pages}) == len(listed)
+    finally:
+        for user in session.query(orm.User).filter(orm.User.name.like("bulk%")):
+            session.delete(user)
+        session.commit()
+        session.close()

@@ -2,10 +2,10 @@
 
 import json
 
-from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
+from ..hubdb import server_rows
 from .auth import check_custom_scopes
 
 MAX_LIMIT = 10000
@@ -44,14 +44,7 @@ class ListServersAPIHandler(APIHandler):
         limit = self._int_argument("limit", None)
         if limit is not None and not 0 < limit <= MAX_LIMIT:
             raise web.HTTPError(400, f"'limit' must be between 1 and {MAX_LIMIT}")
-        # one query for all servers, however many there are
-        query = (
-            self.db.query(orm.User.id, orm.User.name, orm.Spawner.name, orm.Spawner.state)
-            .join(orm.Spawner.user)
-            .filter(orm.Spawner.server_id.isnot(None))
-            .order_by(orm.User.id, orm.Spawner.name)
-            .offset(offset)
-        )
+        query = server_rows(self.db).offset(offset)
         if limit is not None:
             query = query.limit(limit)
         rows = query.all()

@@ -2,6 +2,7 @@
 with retries on 5xx, 429, timeouts and dropped connections. Never blocks the Hub's event loop."""
 
 import asyncio
+import json
 import os
 import random
 
@@ -27,7 +28,8 @@ class ServiceClient:
     account); the kubeconfig of the Hub's user.
     """
 
-    def __init__(self, log, *, host="", token="", verify_ssl=True, ca_file="", retries=5, backoff=0.2, timeout=10):
+    def __init__(self, log, *, host="", token="", verify_ssl=True, ca_file="", retries=5, backoff=0.2, timeout=10,
+                 connections=16):  # fmt: skip
         self.log = log
         self.host = host
         self.token = token
@@ -36,6 +38,7 @@ class ServiceClient:
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        self.connections = connections
         self._core = None
         self._lock = asyncio.Lock()
         self.calls = 0
@@ -49,6 +52,9 @@ class ServiceClient:
 
     async def _configuration(self):
         cfg = client.Configuration()
+        # a few kept-alive connections serve bursts of spawns; a hundred new ones at once cost the
+        # Hub's loop more in connect() than the calls themselves
+        cfg.connection_pool_maxsize = self.connections
         if self.host:
             cfg.host = self.host
             if self.token:
@@ -74,8 +80,20 @@ class ServiceClient:
         for attempt in range(1, self.retries + 1):
             self.calls += 1
             try:
-                result = await getattr(core, method)(*args, _request_timeout=self.timeout, **kwargs)
-                return core.api_client.sanitize_for_serialization(result)
+                # raw JSON back: turning every answer into model objects and then into dicts
+                # again costs the Hub's loop far more than the call itself
+                response = await getattr(core, method)(
+                    *args, _preload_content=False, _request_timeout=self.timeout, **kwargs
+                )
+                try:
+                    body = await response.read()
+                finally:
+                    response.release()
+                if not 200 <= response.status <= 299:
+                    error = ApiException(status=response.status, reason=response.reason)
+                    error.body = body.decode(errors="replace")
+                    raise error
+                return json.loads(body) if body else {}
             except Exception as e:
                 if not _retryable(e) or attempt == self.retries:
                     raise

@@ -4,11 +4,11 @@ import asyncio
 import os
 import weakref
 
-from jupyterhub import orm
 from traitlets import Bool, Callable, Dict, Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..hooks import resolve, value_or_callable
+from ..hubdb import server_rows
 from .client import ServiceClient, ServiceConflict
 from .names import dns_name, service_name
 from .objects import is_ours, make_service, owner_selector, service_labels
@@ -320,11 +320,7 @@ class KubernetesServices(LoggingConfigurable):
     async def _reconcile(self):
         db = self.user.db
         running = set()
-        # one query: every server with a server row and the state this library saved
-        rows = db.query(orm.User.name, orm.Spawner.name, orm.Spawner.state).join(orm.Spawner.user).filter(
-            orm.Spawner.server_id.isnot(None)
-        )
-        for user_name, server_name, state in rows:
+        for _, user_name, server_name, state in server_rows(db):
             if (state or {}).get("svc_open"):
                 running.add((user_name, server_name or ""))
         client = self.k8s_client()
