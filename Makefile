@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Debian 12, root or sudo-less CI):
-#   make demo   a real JupyterHub + configurable-http-proxy spawning "remote" servers
+#   make demo   a real JupyterHub spawning Jupyter servers on a "remote" host over SSH tunnels
 #   make test   the test suite against real components
 # Each does its own set-up: system packages, the node proxy, a virtualenv.
 
@@ -11,22 +11,25 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 CHP := node_modules/.bin/configurable-http-proxy
 
-.PHONY: test test-jupyterhub-5 demo system-deps clean
+.PHONY: test test-jupyterhub-5 demo system-deps system-deps-test clean
 
 system-deps:
 	@./.ci/system-deps
 
+system-deps-test:
+	@./.ci/system-deps test
+
 $(BIN)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' '$(JUPYTERHUB)'
+	$(BIN)/pip install --quiet -e '.[test,demo]' '$(JUPYTERHUB)'
 	touch $@
 
 $(CHP): package.json | system-deps
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: $(BIN)/.installed $(CHP)
+test: system-deps-test $(BIN)/.installed $(CHP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # the same suite against the oldest JupyterHub we support
@@ -34,7 +37,7 @@ test-jupyterhub-5:
 	$(MAKE) test VENV=.venv-jupyterhub-5 JUPYTERHUB='jupyterhub>=5.4,<5.5'
 
 demo: $(BIN)/.installed $(CHP)
-	$(BIN)/python -m tests.demo
+	$(BIN)/python -m forwardbasespawner.demo
 
 clean:
 	rm -rf .venv .venv-jupyterhub-5 node_modules

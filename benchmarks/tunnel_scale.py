@@ -23,7 +23,7 @@ from forwardbasespawner.ssh.openssh import ControlMaster  # noqa: E402
 from forwardbasespawner.ssh.ports import allocate_port  # noqa: E402
 from forwardbasespawner.ssh.spec import Endpoint, Forward  # noqa: E402
 from forwardbasespawner.ssh.supervisor import TunnelManager  # noqa: E402
-from tests.sshd import SSHServer  # noqa: E402
+from forwardbasespawner.demo.sshhost import SSHServer  # noqa: E402
 
 log = logging.getLogger("bench")
 

@@ -380,6 +380,9 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         url = await resolve(self.public_api_url, self, self.port_forward_info)
         self._cached_public_api_url = url or ""
 
+        if self._spawn_future is not None:
+            # JupyterHub's cancel may come after start() returned, while it waits for the server
+            self._spawn_future.add_done_callback(self._spawn_done)
         self._start_task = asyncio.ensure_future(self._start_remote())
         try:
             response = await self._start_task
@@ -393,14 +396,7 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
                 # cancelled by us because the remote side reported a failure
                 raise StartAborted(self._abort_message) from None
             # cancelled by JupyterHub (the user pressed cancel): cleanup follows in stop()
-            self._start_cancelled = True
-            self.log.info("Start of %s cancelled", self._log_id)
-            try:
-                event = await self.get_cancelling_event()
-            except Exception:
-                self.log.exception("cancelling_event of %s failed; using the default", self._log_id)
-                event = self._default_cancelling_event()
-            self._events.append(event)
+            await self._record_cancel()
             raise
         except Exception as e:
             if self._abort_message is None:
@@ -410,6 +406,23 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
             raise
         self.log.info("Started %s at %s", self._log_id, url)
         return url
+
+    async def _record_cancel(self):
+        """The user cancelled this start: say so in the events, once, and never report it ready."""
+        if self._start_cancelled:
+            return
+        self._start_cancelled = True
+        self.log.info("Start of %s cancelled", self._log_id)
+        try:
+            event = await self.get_cancelling_event()
+        except Exception:
+            self.log.exception("cancelling_event of %s failed; using the default", self._log_id)
+            event = self._default_cancelling_event()
+        self._events.append(event)
+
+    def _spawn_done(self, future):
+        if future.cancelled() and self._abort_message is None:
+            asyncio.ensure_future(self._record_cancel())
 
     async def _start_remote(self):
         """The server → hub tunnel when asked for (its port goes into the environment), then ``_start()``."""

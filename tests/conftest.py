@@ -6,7 +6,7 @@ import pytest
 
 from tests.hubharness import CHP, Hub, processes_with
 from tests.k8sapi import KubernetesAPI
-from tests.sshd import SSHServer
+from forwardbasespawner.demo.sshhost import SSHServer
 
 
 def pytest_configure(config):

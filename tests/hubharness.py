@@ -9,12 +9,13 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 
 import aiohttp
+
+from forwardbasespawner.demo.sshhost import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHP = os.path.join(REPO, "node_modules", ".bin", "configurable-http-proxy")
@@ -23,12 +24,6 @@ ADMIN_SCOPES = [
     "admin:users", "admin:servers", "admin:server_state", "tokens", "shares",
     "read:servers", "access:servers", "list:users", "read:users", "read:metrics",
 ]  # fmt: skip
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def hub_config(hub, extra):

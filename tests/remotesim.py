@@ -14,21 +14,15 @@ environment the base builds (events URL, token). ``user_options`` steer the scen
 import asyncio
 import os
 import signal
-import socket
 import sys
 import uuid
 
 from tornado import web
 
 from forwardbasespawner import ForwardBaseSpawner
+from forwardbasespawner.demo.sshhost import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def process_alive(pid):

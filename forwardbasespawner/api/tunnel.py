@@ -40,8 +40,12 @@ class SetupTunnelAPIHandler(APIHandler):
         spawner.port_forward_info.update(request)
         try:
             await spawner.run_ssh_forward(create_svc=False)
-        except (TunnelError, InvalidSpec) as e:
-            self.log.error("SetupTunnel for %s failed: %s", spawner._log_name, e)
+        except Exception as e:
+            if isinstance(e, (TunnelError, InvalidSpec)):
+                self.log.error("SetupTunnel for %s failed: %s", spawner._log_name, e)
+            else:  # a bug or a hook's error: the traceback goes to the log, not to the caller
+                self.log.exception("SetupTunnel for %s failed", spawner._log_name)
+                e = "an error in the Hub (see its log)"
             event = {"progress": 100, "failed": True, "message": f"The tunnel to the server could not be set up: {e}"}
             spawner.events.append(event)
             await end_spawn(self, spawner, server_name, spawner.events[-1])

@@ -547,7 +547,7 @@ class SSHTunnels(LoggingConfigurable):
             return info[name]
         return await resolve(getattr(self, name), self, info)
 
-    async def _endpoint(self, info, node, port, username, key, options):
+    async def _build_ssh_endpoint(self, info, node, port, username, key, options):
         """An :class:`Endpoint` from the settings with these names, validated (raises InvalidSpec)."""
         host = await self._setting(node, info)
         if not host:
@@ -562,7 +562,7 @@ class SSHTunnels(LoggingConfigurable):
 
     async def get_ssh_endpoint(self):
         """The jump node and identity for this server's tunnel hub → server."""
-        endpoint = await self._endpoint(
+        endpoint = await self._build_ssh_endpoint(
             self.port_forward_info, "ssh_node", "ssh_port", "ssh_username", "ssh_key", "ssh_forward_options"
         )
         if self.ssh_node_mapping is not None:
@@ -593,7 +593,7 @@ class SSHTunnels(LoggingConfigurable):
     async def get_ssh_remote_endpoint(self):
         """The node and identity for the tunnel server → hub."""
         info = self.port_forward_info.setdefault("remote", {})
-        return await self._endpoint(
+        return await self._build_ssh_endpoint(
             info, "ssh_remote_node", "ssh_remote_port", "ssh_remote_username", "ssh_remote_key", "ssh_forward_remote_options"
         )
 

@@ -1,13 +1,20 @@
-"""A private OpenSSH sshd on loopback for tests and benchmarks, with its own host and client keys."""
+"""A private OpenSSH sshd on loopback (the demo's "remote host", and the tests'), with its own host
+and client keys in a directory of its own. Needs Debian's openssh-server (only the binary: apt does
+not start anything)."""
 
 import asyncio
 import getpass
 import os
 import signal
+import socket
 import subprocess
 import textwrap
 
-from tests.hubharness import free_port
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 SSHD = "/usr/sbin/sshd"
 
