@@ -422,7 +422,7 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
 
     def _spawn_done(self, future):
         if future.cancelled() and self._abort_message is None:
-            asyncio.ensure_future(self._record_cancel())
+            self._cancel_record = asyncio.ensure_future(self._record_cancel())  # keep a reference
 
     async def _start_remote(self):
         """The server → hub tunnel when asked for (its port goes into the environment), then ``_start()``."""

@@ -8,7 +8,6 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import uuid

@@ -11,7 +11,6 @@ every server, the Hub, the proxy and the sshd.
 
 import argparse
 import asyncio
-import getpass
 import os
 import shutil
 import signal

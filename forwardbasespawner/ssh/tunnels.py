@@ -19,8 +19,6 @@ from .supervisor import TunnelManager
 
 _MANAGERS = weakref.WeakKeyDictionary()  # event loop -> {control dir: TunnelManager}
 
-#: port_forward_info keys that override the trait of the same name (SSH settings only)
-SSH_OVERRIDE_KEYS = ("ssh_node", "ssh_port", "ssh_username", "ssh_key", "ssh_forward_options")
 
 
 class SSHTunnels(LoggingConfigurable):
@@ -755,4 +753,4 @@ class SSHTunnels(LoggingConfigurable):
             return str(e)
 
 
-__all__ = ["SSHTunnels", "SSH_OVERRIDE_KEYS", "TunnelError"]
+__all__ = ["SSHTunnels", "TunnelError"]
