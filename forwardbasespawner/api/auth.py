@@ -9,7 +9,13 @@ from ..spawner import token_sha256
 
 def find_spawner(handler, user_name, server_name):
     """The spawner of ``user_name``'s server ``server_name``, or None if there is none."""
-    user = handler.find_user(user_name)
+    current = handler.current_user
+    if getattr(current, "name", None) == user_name and hasattr(current, "orm_spawners"):
+        # the caller is that user (their server's token, mostly): JupyterHub has loaded them already,
+        # while a lookup by name costs a database query that dominated every event POST
+        user = current
+    else:
+        user = handler.find_user(user_name)
     if user is None or server_name not in user.orm_spawners:
         return None
     return user.spawners[server_name]
