@@ -88,7 +88,7 @@ async def recovery_run(sshd, backend, directory, count):
     ports = [allocate_port() for _ in range(count)]
     try:
         await asyncio.gather(*(manager.add(endpoint, Forward("L", "127.0.0.1", p, "127.0.0.1", backend)) for p in ports))
-        master = manager.masters[endpoint.id]
+        (master,) = manager.masters.values()  # 500 forwards: one master (500 each)
         killed = time.perf_counter()
         os.kill(master.process.pid, signal.SIGKILL)
         gate = asyncio.Semaphore(200)

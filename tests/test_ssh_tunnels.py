@@ -226,3 +226,20 @@ async def test_forwards_are_sharded_across_masters(manager, sshd, backend):
     for p in ports:
         await manager.remove(endpoint, Forward("L", "127.0.0.1", p, "127.0.0.1", backend))
     await eventually(lambda: asyncio.sleep(0, not manager.masters))
+
+
+async def test_one_bad_forward_in_a_batch_fails_alone(manager, sshd, backend):
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    busy = blocker.sockets[0].getsockname()[1]
+    ports = [allocate_port() for _ in range(4)] + [busy]
+    endpoint = endpoint_of(sshd)
+    try:
+        results = await asyncio.gather(
+            *(manager.add(endpoint, Forward("L", "127.0.0.1", p, "127.0.0.1", backend)) for p in ports),
+            return_exceptions=True,
+        )
+    finally:
+        blocker.close()
+    assert [isinstance(r, ForwardError) for r in results] == [False] * 4 + [True]
+    assert all([await fetch(p) == f"hello from {backend}\n" for p in ports[:4]])
+    assert not manager.wants(endpoint, Forward("L", "127.0.0.1", busy, "127.0.0.1", backend))

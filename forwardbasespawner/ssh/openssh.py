@@ -125,6 +125,8 @@ class ControlMaster:
         self.start_timeout = start_timeout
         self.process = None
         self._exited = None
+        self._queued = []  # (Forward, future) waiting to go to ssh together
+        self._flusher = None
         self.stderr_tail = collections.deque(maxlen=5)
         self._stderr_reader = None
         self.lock = asyncio.Lock()
@@ -203,13 +205,65 @@ class ControlMaster:
             os.unlink(self.control_path)
 
     async def add(self, forward: Forward):
-        """Add ``forward``; return the port the far end allocated (remote forwards with port 0)."""
+        """Add ``forward``; return the port the far end allocated (remote forwards with port 0).
+
+        Local forwards requested at about the same time (many spawns at once) go to ssh together,
+        one process start for up to ``BATCH`` of them.
+        """
         self.wanted[forward] = None
         try:
+            if forward.kind == "L":
+                await self.ensure_up()
+                return await self._add_coalesced(forward)
             return await self._add(forward)
         except BaseException:
             self.wanted.pop(forward, None)
             raise
+
+    BATCH = 64
+
+    async def _add_coalesced(self, forward):
+        future = asyncio.get_running_loop().create_future()
+        self._queued.append((forward, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        # shielded: the forward is being made either way; a cancelled caller's add() removes it again
+        # from `wanted`, and the next restore or exit takes care of the listener
+        return await asyncio.shield(future)
+
+    async def _flush(self):
+        await asyncio.sleep(0)  # let the callers of this loop iteration join the batch
+        batch = []
+        try:
+            while self._queued:
+                batch, self._queued = self._queued[: self.BATCH], self._queued[self.BATCH :]
+                forwards = [f for f, _ in batch]
+                error = None
+                try:
+                    rc, _, _ = await run_argv(
+                        control_argv(self.endpoint, self.control_path, "forward", ssh=self.ssh, more=forwards)
+                    )
+                except Exception as e:  # e.g. a timeout: every caller of this batch learns it
+                    rc, error = None, e
+                for forward, future in batch:
+                    if future.done():
+                        continue
+                    if rc == 0:
+                        future.set_result(None)
+                    elif error is not None:
+                        future.set_exception(error)
+                    else:
+                        try:  # one bad forward must not fail the others: find it one by one
+                            future.set_result(await self._add(forward))
+                        except Exception as e:
+                            future.set_exception(e)
+        finally:
+            # never leave a caller waiting, even if this task itself is cancelled
+            for _, future in batch + self._queued:
+                if not future.done():
+                    future.set_exception(TunnelError("the forward request was interrupted"))
+            if not self._queued:
+                return
 
     async def _add(self, forward):
         await self.ensure_up()
