@@ -5,33 +5,24 @@ event loop here (the OpenSSH backend keeps them in other processes); see the dat
 """
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import time
 
 import asyncssh
 
-from .openssh import ControlMaster, ForwardError, TunnelError
+from .master import Master
+from .openssh import ForwardError, TunnelError
 from .spec import Endpoint, Forward
 
 
-class AsyncsshMaster:
+class AsyncsshMaster(Master):
     """One asyncssh connection and the forwards that should exist on it (see ControlMaster)."""
 
     def __init__(self, endpoint: Endpoint, control_path, master_args, log, *, ssh=None, start_timeout=10):
-        self.endpoint = endpoint
-        self.master_args = master_args
-        self.log = log
-        self.start_timeout = start_timeout
+        super().__init__(endpoint, master_args, log, start_timeout=start_timeout)
         self.connection = None
         self.listeners = {}  # Forward -> SSHListener
-        self.wanted = {}
-        self.stopping = False
-        self.started_at = None
-        self.stderr_tail = collections.deque(maxlen=5)  # reasons the connection ended
-        self.lock = asyncio.Lock()
-        self.restore_lock = asyncio.Lock()
         self._closed = None
 
     @property
@@ -48,13 +39,6 @@ class AsyncsshMaster:
     def wait_closed(self):
         """An awaitable that completes when the current connection ends."""
         return self._closed
-
-    async def ensure_up(self):
-        if self.up:
-            return
-        async with self.lock:
-            if not self.up:
-                await self._start()
 
     async def _start(self):
         await self._kill()
@@ -134,8 +118,6 @@ class AsyncsshMaster:
             return port
         self.listeners[forward] = listener
         return None
-
-    _pin = ControlMaster._pin
 
     async def remove(self, forward: Forward):
         self.wanted.pop(forward, None)

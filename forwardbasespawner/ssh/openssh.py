@@ -6,14 +6,13 @@ processes, never in the Hub's event loop. Every command is an argv list; no shel
 """
 
 import asyncio
-import collections
 import contextlib
-import dataclasses
 import os
 import re
 import stat
 import time
 
+from .master import Master
 from .spec import Endpoint, Forward
 
 # ---------------------------------------------------------------- pure builders
@@ -110,30 +109,18 @@ def _last_line(err):
     return lines[-1] if lines else "no message from ssh"
 
 
-class ControlMaster:
-    """One ssh ControlMaster process and the forwards that should exist on it.
-
-    ``wanted`` is the truth: the supervisor re-adds every wanted forward after a restart.
-    """
+class ControlMaster(Master):
+    """One ssh ControlMaster process and the forwards that should exist on it."""
 
     def __init__(self, endpoint, control_path, master_args, log, *, ssh="ssh", start_timeout=10):
-        self.endpoint = endpoint
+        super().__init__(endpoint, master_args, log, start_timeout=start_timeout)  # master_argv's keywords
         self.control_path = control_path
-        self.master_args = master_args  # keyword arguments of master_argv
-        self.log = log
         self.ssh = ssh
-        self.start_timeout = start_timeout
         self.process = None
         self._exited = None
         self._queued = []  # (Forward, future) waiting to go to ssh together
         self._flusher = None
-        self.stderr_tail = collections.deque(maxlen=5)
         self._stderr_reader = None
-        self.lock = asyncio.Lock()
-        self.restore_lock = asyncio.Lock()
-        self.wanted = {}  # Forward -> allocated remote port (R forwards) or None
-        self.stopping = False
-        self.started_at = None
 
     @property
     def up(self):
@@ -146,14 +133,6 @@ class ControlMaster:
 
     def exit_reason(self):
         return self.stderr_tail[-1] if self.stderr_tail else f"exit code {self.process.returncode}"
-
-    async def ensure_up(self):
-        """Start the master unless it runs; concurrent callers wait for the same start."""
-        if self.up:
-            return
-        async with self.lock:
-            if not self.up:
-                await self._start()
 
     async def _start(self):
         with contextlib.suppress(FileNotFoundError):
@@ -276,13 +255,6 @@ class ControlMaster:
                 raise TunnelError(f"ssh did not report the port of {forward.argument()}")
             return self._pin(forward, int(match.group(1)))
         return None
-
-    def _pin(self, forward, port):
-        """Keep a remote forward under the port the node allocated, so a restore asks for that
-        same port again (the server was told it) and a cancel can name it."""
-        self.wanted.pop(forward, None)
-        self.wanted[dataclasses.replace(forward, listen_port=port)] = port
-        return port
 
     async def remove(self, forward: Forward):
         """Cancel ``forward``; harmless if it is gone or the master is down."""
