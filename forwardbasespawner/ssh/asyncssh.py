@@ -140,6 +140,5 @@ class AsyncsshMaster(Master):
                 failed.append((forward, str(e)))
         return failed
 
-    async def exit(self):
-        self.stopping = True
+    async def _exit(self):
         await self._kill()

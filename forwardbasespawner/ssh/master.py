@@ -25,6 +25,15 @@ class Master:
         self.stderr_tail = collections.deque(maxlen=5)  # the last reasons it gave
         self.lock = asyncio.Lock()
         self.restore_lock = asyncio.Lock()
+        self._exiting = None
+
+    def exit(self):
+        """Stop on purpose (no restart follows). Every caller awaits the same stop, so none returns
+        while another is still ending the connection's processes."""
+        self.stopping = True
+        if self._exiting is None:
+            self._exiting = asyncio.ensure_future(self._exit())
+        return self._exiting
 
     async def ensure_up(self):
         """Connect unless connected; concurrent callers wait for the same start."""

@@ -301,9 +301,7 @@ class ControlMaster(Master):
         await asyncio.gather(*(readd_batch(b) for b in batches), *(readd(f) for f in singles))
         return failed
 
-    async def exit(self):
-        """Stop the master on purpose (no restart follows)."""
-        self.stopping = True
+    async def _exit(self):
         if self.up:
             with contextlib.suppress(asyncio.TimeoutError):
                 await run_argv(control_argv(self.endpoint, self.control_path, "exit", ssh=self.ssh), 5)

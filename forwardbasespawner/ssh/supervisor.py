@@ -222,6 +222,8 @@ class TunnelManager:
         watcher = self._supervisors.pop(master.key, None)
         if watcher is not None:
             watcher.cancel()
+            # its ssh -O check may be running: wait until the cancel has ended that process
+            await asyncio.gather(watcher, return_exceptions=True)
         try:
             # shielded: a cancelled caller must not leave a half-stopped master behind
             await asyncio.shield(master.exit())
@@ -234,6 +236,9 @@ class TunnelManager:
 
     async def close(self):
         """Stop every master (tests, shutdown)."""
-        for task in list(self._idle_exits.values()) + list(self._supervisors.values()):
+        tasks = list(self._idle_exits.values()) + list(self._supervisors.values())
+        for task in tasks:
             task.cancel()
+        # a cancelled task ends its ssh client processes on the way out: wait for that
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(self._exit(m) for m in list(self.masters.values())), return_exceptions=True)
