@@ -41,7 +41,6 @@ class ServiceClient:
         self.connections = connections
         self._core = None
         self._lock = asyncio.Lock()
-        self.calls = 0
 
     async def core(self):
         if self._core is None:
@@ -78,7 +77,6 @@ class ServiceClient:
     async def _call(self, what, method, *args, **kwargs):
         core = await self.core()
         for attempt in range(1, self.retries + 1):
-            self.calls += 1
             try:
                 # raw JSON back: turning every answer into model objects and then into dicts
                 # again costs the Hub's loop far more than the call itself

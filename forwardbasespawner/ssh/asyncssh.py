@@ -130,7 +130,7 @@ class AsyncsshMaster(Master):
     async def check(self):
         return self.up  # asyncssh's keepalive closes a dead connection, which ends wait_closed()
 
-    async def restore(self, concurrency=32):
+    async def restore(self):
         await self.ensure_up()
         failed = []
         for forward in list(self.wanted):
