@@ -1,6 +1,29 @@
 """forwardbasespawner: a JupyterHub Spawner base for single-user servers on remote systems."""
 
-from .api import (
+import os as _os
+
+
+def _refuse_a_mixed_install():
+    """Both this library and the original package install into ``forwardbasespawner/``; if files
+    of the original lie beside ours, two copies were installed over each other: say so plainly."""
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    foreign = [f for f in ORIGINAL_PACKAGE_FILES if _os.path.exists(_os.path.join(here, f))]
+    if foreign:
+        raise ImportError(
+            f"{here} holds files of two packages: this library (distribution jupyterhub-forwardbasespawner 3.x, "
+            f"earlier also named forwardbasespawner) and the original jupyterhub-forwardbasespawner 2.x "
+            f"({', '.join(foreign)}). Uninstall both and install this library once: "
+            f"pip uninstall -y jupyterhub-forwardbasespawner forwardbasespawner, delete those files if they remain, "
+            f"then pip install jupyterhub-forwardbasespawner"
+        )
+
+
+#: modules only the original package (jupyterhub-forwardbasespawner 2.x) has
+ORIGINAL_PACKAGE_FILES = ("forward.py", "api_events.py", "api_setup_tunnel.py", "api_list_servers.py",
+                          "api_sshnode_restarted.py", "_version.py")  # fmt: skip
+_refuse_a_mixed_install()
+
+from .api import (  # noqa: E402
     ROUTES,
     ListServersAPIHandler,
     SetupTunnelAPIHandler,
@@ -8,9 +31,9 @@ from .api import (
     SSHNodeRestartedAPIHandler,
     register_api_handlers,
 )
-from .spawner import ForwardBaseSpawner, StartAborted
+from .spawner import ForwardBaseSpawner, StartAborted  # noqa: E402
 
-__version__ = "0.1.0.dev0"
+__version__ = "3.0.0.dev0"
 
 # Subclass packages of the original rely on routes appearing on import (CONTRACT.md).
 register_api_handlers()

@@ -12,7 +12,6 @@ sanitised to a small allow-list of tags before anyone sees it.
 import asyncio
 import json
 import re
-from collections.abc import MutableSequence
 from datetime import datetime
 from http.client import responses
 
@@ -53,37 +52,43 @@ def sanitise_html(html):
     )
 
 
+SHORTENED_MARK = " … [shortened]"
+
+
 def _clean_text(text, max_chars):
+    """Control characters removed; a text over ``max_chars`` is cut and ends with a visible mark."""
     text = _CONTROL_CHARS.sub("", text)
     if len(text) > max_chars:
-        text = text[: max_chars - 1] + "…"
+        text = text[: max(0, max_chars - len(SHORTENED_MARK))] + SHORTENED_MARK
     return text
 
 
 def parse_event(raw, *, max_chars=4096):
     """Validate an event from an untrusted caller; return a clean copy or raise :class:`InvalidEvent`.
 
-    Only the known fields are accepted, each with its type; ``progress`` is 0–100; text fields are
-    at most ``max_chars`` characters.
+    Real remote systems send more than the known fields (KubeSpawner's ``raw_event``) and long
+    texts (tracebacks): unknown fields are dropped and text fields over ``max_chars`` characters
+    are shortened with a visible mark. A known field of the wrong type is refused; ``progress``
+    is 0–100.
     """
     if not isinstance(raw, dict):
         raise InvalidEvent("the event must be a JSON object")
-    unknown = sorted(set(raw) - set(EVENT_FIELDS))
-    if unknown:
-        raise InvalidEvent(f"unknown field(s): {', '.join(unknown)[:200]}; allowed: {', '.join(EVENT_FIELDS)}")
-    if not raw:
-        raise InvalidEvent("the event is empty")
-    for key, value in raw.items():
+    known = {key: value for key, value in raw.items() if key in EVENT_FIELDS}
+    if not known:
+        raise InvalidEvent(f"the event has none of the fields {', '.join(EVENT_FIELDS)}")
+    for key, value in known.items():
         kind = EVENT_FIELDS[key]
         # bool is an int in Python; a progress of `true` is a mistake, not 1%
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise InvalidEvent(f"'{key}' must be {'an integer' if kind is int else 'a ' + kind.__name__}")
-    if "progress" in raw and not 0 <= raw["progress"] <= 100:
+    if "progress" in known and not 0 <= known["progress"] <= 100:
         raise InvalidEvent("'progress' must be between 0 and 100")
-    for key in TEXT_FIELDS:
-        if key in raw and len(raw[key]) > max_chars:
-            raise InvalidEvent(f"'{key}' is longer than {max_chars} characters")
-    return clean_event(raw, max_chars=max_chars)
+    return clean_event(known, max_chars=max_chars)
+
+
+def unknown_fields(raw):
+    """The fields of a posted event that :func:`parse_event` drops (for the log)."""
+    return sorted(key for key in raw if key not in EVENT_FIELDS) if isinstance(raw, dict) else []
 
 
 def clean_event(event, *, max_chars=4096):
@@ -119,12 +124,30 @@ def _size(event):
     return len(json.dumps(event, default=str))
 
 
-class EventLog(MutableSequence):
-    """The events of one spawn: bounded, and awaitable by progress streams.
+class _ComparesEqualToList(type):
+    """Metaclass of :class:`EventLog`: ``type(log) == list`` holds.
 
-    Reads like a list of event dicts (``spawner.events.append(...)`` keeps working for hooks);
-    every added event is cleaned and stamped. When more than ``max_count`` events or
-    ``max_bytes`` of JSON are held, the oldest event that is not terminal is dropped.
+    Subclasses of the original package test ``type(spawner.events) == list`` before they read or
+    append events (OutpostSpawner, UnicoreSpawner's notification handler); a list subclass alone
+    fails that test, and they would silently drop their events.
+    """
+
+    def __eq__(cls, other):
+        return cls is other or other is list
+
+    def __ne__(cls, other):
+        return not (cls is other or other is list)
+
+    __hash__ = type.__hash__
+
+
+class EventLog(list, metaclass=_ComparesEqualToList):
+    """The events of one spawn: a real list of event dicts, bounded, and awaitable by streams.
+
+    It is a ``list`` (``json.dumps``, ``isinstance`` and ``type(events) == list`` all work), so
+    subclasses and hooks read and append as they did with the original package. Every added
+    event is cleaned and stamped. When more than ``max_count`` events or ``max_bytes`` of JSON are
+    held, the oldest event that is not terminal is dropped.
 
     Streams follow the log with :meth:`follow`; an append wakes them at once. Appends are
     synchronous (hooks append from plain functions), so the wake-up is an ``asyncio.Event``
@@ -132,63 +155,87 @@ class EventLog(MutableSequence):
     """
 
     def __init__(self, max_count=200, max_bytes=256 * 1024, max_chars=4096):
+        super().__init__()
         self.max_count = max_count
         self.max_bytes = max_bytes
         self.max_chars = max_chars
-        self._items = []  # (seq, event, size), in seq order
+        self._meta = []  # (seq, size) of each event, parallel to the list's items
         self._next_seq = 0
         self._bytes = 0
         self._changed = asyncio.Event()
         self.closed = False
 
-    # --- the list interface ---
-    def __len__(self):
-        return len(self._items)
+    def __reduce_ex__(self, protocol):  # copies and pickles are plain lists of the events
+        return (list, (self.to_list(),))
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [item[1] for item in self._items[index]]
-        return self._items[index][1]
+    # --- the list interface: every change goes through insert / __setitem__ / __delitem__ ---
+    def append(self, event):
+        self.insert(len(self), event)
 
-    def __setitem__(self, index, event):
-        if isinstance(index, slice):
-            raise TypeError("EventLog does not support slice assignment")
-        self._bytes -= self._items[index][2]
-        event = clean_event(event, max_chars=self.max_chars)
-        self._items[index] = (self._items[index][0], event, _size(event))
-        self._bytes += self._items[index][2]
-        self._notify()
+    def extend(self, events):
+        for event in list(events):
+            self.append(event)
 
-    def __delitem__(self, index):
-        removed = self._items[index] if isinstance(index, slice) else [self._items[index]]
-        self._bytes -= sum(item[2] for item in removed)
-        del self._items[index]
+    def __iadd__(self, events):
+        self.extend(events)
+        return self
 
     def insert(self, index, event):
         if self.closed:
             # the previous spawn ended; this event opens the next one (e.g. from a pre-spawn hook)
             self.begin()
         event = stamp(clean_event(event, max_chars=self.max_chars))
-        item = (self._next_seq, event, _size(event))
+        index = min(len(self), index if index >= 0 else max(0, len(self) + index))
+        meta = (self._next_seq, _size(event))
         self._next_seq += 1
-        self._items.insert(index, item)
-        self._bytes += item[2]
-        self._trim(keep=item)
+        list.insert(self, index, event)
+        self._meta.insert(index, meta)
+        self._bytes += meta[1]
+        self._trim(keep=meta)
         self._notify()
+
+    def __setitem__(self, index, event):
+        if isinstance(index, slice):
+            raise TypeError("EventLog does not support slice assignment")
+        event = clean_event(event, max_chars=self.max_chars)
+        seq, size = self._meta[index]
+        list.__setitem__(self, index, event)
+        self._meta[index] = (seq, _size(event))
+        self._bytes += self._meta[index][1] - size
+        self._notify()
+
+    def __delitem__(self, index):
+        list.__delitem__(self, index)
+        del self._meta[index]
+        self._bytes = sum(size for _, size in self._meta)
+
+    def pop(self, index=-1):
+        event = self[index]
+        del self[index]
+        return event
+
+    def remove(self, event):
+        del self[self.index(event)]
+
+    def clear(self):
+        list.clear(self)
+        self._meta.clear()
+        self._bytes = 0
+
+    def _unsupported(self, *args, **kwargs):
+        raise TypeError("events keep their order; EventLog does not support this")
+
+    sort = reverse = __imul__ = _unsupported
 
     def __repr__(self):
         return f"EventLog({self.to_list()!r})"
-
-    def __eq__(self, other):
-        return list(self) == list(other)
 
     # --- spawn life cycle ---
     def begin(self):
         """Start a new spawn: events of an ended spawn are dropped, events already added to this
         spawn (by hooks that ran before ``start()``) are kept."""
         if self.closed:
-            self._items.clear()
-            self._bytes = 0
+            self.clear()
             self.closed = False
 
     def close(self):
@@ -196,21 +243,26 @@ class EventLog(MutableSequence):
         self.closed = True
         self._notify()
 
-    def load(self, events):
-        """Replace the contents with stored events (from state); they are cleaned, not re-stamped."""
-        self._items.clear()
-        self._bytes = 0
+    def load(self, events, *, closed=False):
+        """Replace the contents with ``events``; they are cleaned, not re-stamped.
+
+        ``closed=True`` for events of an earlier spawn (read from the database): they stay
+        readable, and the next spawn starts without them.
+        """
+        self.clear()
         for event in events or []:
             if isinstance(event, dict):
                 event = clean_event(event, max_chars=self.max_chars)
-                self._items.append((self._next_seq, event, _size(event)))
+                list.append(self, event)
+                self._meta.append((self._next_seq, _size(event)))
                 self._next_seq += 1
-                self._bytes += self._items[-1][2]
+                self._bytes += self._meta[-1][1]
         self._trim()
+        self.closed = closed
         self._notify()
 
     def to_list(self):
-        return [dict(item[1]) for item in self._items]
+        return [dict(event) for event in self]
 
     async def follow(self):
         """Yield every event of this spawn, then each new one as it arrives.
@@ -221,11 +273,12 @@ class EventLog(MutableSequence):
         while True:
             changed = self._changed
             new = []
-            for item in reversed(self._items):
-                if item[0] <= seen:
+            for i in range(len(self) - 1, -1, -1):
+                seq = self._meta[i][0]
+                if seq <= seen:
                     break
-                new.append(item)
-            for seq, event, _ in reversed(new):
+                new.append((seq, list.__getitem__(self, i)))
+            for seq, event in reversed(new):
                 seen = seq
                 yield event
                 if is_terminal(event):
@@ -240,11 +293,10 @@ class EventLog(MutableSequence):
         changed.set()
 
     def _trim(self, keep=None):
-        while len(self._items) > self.max_count or self._bytes > self.max_bytes:
-            for i, item in enumerate(self._items):
-                if item is not keep and not is_terminal(item[1]):
-                    self._bytes -= item[2]
-                    del self._items[i]
+        while len(self) > self.max_count or self._bytes > self.max_bytes:
+            for i, meta in enumerate(self._meta):
+                if meta is not keep and not is_terminal(list.__getitem__(self, i)):
+                    del self[i]
                     break
             else:
                 return  # only terminal events (and the new one) are left

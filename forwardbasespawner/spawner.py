@@ -12,8 +12,9 @@ from traitlets import Bool, Callable, Dict, Float, Integer, Unicode, Union, defa
 
 from .addresses import format_url, parse_server_address
 from .events import EventLog, describe_exception
-from .hooks import resolve, resolve_sync
+from .hooks import Hook, resolve, resolve_sync, resolve_sync_or_awaitable, settle, value_or_callable
 from .k8s.services import KubernetesServices
+from .original_methods import OriginalMethods
 from .ssh.tunnels import SSHTunnels
 
 
@@ -30,7 +31,7 @@ class StartAborted(Exception):
         self.jupyterhub_message = message
 
 
-class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
+class ForwardBaseSpawner(OriginalMethods, SSHTunnels, KubernetesServices, Spawner):
     """Base class for spawners whose single-user servers run on another system.
 
     Subclasses implement three coroutines:
@@ -46,11 +47,7 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
     """
 
     # -------------------------------------------------------------- lifecycle hooks
-    pre_poll_hook = Union(
-        [Callable(), Bool()],
-        default_value=None,
-        allow_none=True,
-        config=True,
+    pre_poll_hook = Hook(
         help="""
         Decide, before each poll, whether to ask the remote system at all.
 
@@ -69,10 +66,7 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         """,
     )
 
-    pre_stop_hook = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    pre_stop_hook = Hook(
         help="""
         Called before the remote server is stopped; errors are logged and the stop goes on.
 
@@ -88,10 +82,7 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         """,
     )
 
-    update_start_response = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    update_start_response = Hook(
         help="""
         Rewrite what ``_start()`` returned before the base uses it.
 
@@ -108,10 +99,7 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         """,
     )
 
-    update_expected_path = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    update_expected_path = Hook(
         help="""
         Rewrite the URL returned to JupyterHub, e.g. to add a path prefix the remote server serves under.
 
@@ -124,16 +112,15 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         """,
     )
 
-    filter_events = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    filter_events = Hook(
         help="""
-        Inspect or change every event the remote side POSTs, after validation and before it is stored.
+        Inspect or change every event the remote side POSTs, as it was posted (fields this library
+        drops, such as KubeSpawner's ``raw_event``, are still there), before it is validated and stored.
 
         Default: None (store events as they are).
         Signature: ``filter_events(spawner, event) -> dict | None``, sync or async.
         Return the event to store (changed or not); an empty result rejects it (the caller gets 400).
+        What it returns is validated like a posted event: unknown fields dropped, long texts shortened.
 
         Example::
 
@@ -146,13 +133,14 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         """,
     )
 
-    show_first_default_event = Bool(
-        True,
-        config=True,
+    show_first_default_event = value_or_callable(
+        Bool(),
+        default_value=True,
         help="""
         Show JupyterHub's generic first progress event ("Server requested") on the spawn page.
 
         Default: True. Set False when the remote start script sends its own first event.
+        Signature when callable: ``show_first_default_event(spawner) -> bool``, sync or async.
 
         Example::
 
@@ -160,9 +148,8 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         """,
     )
 
-    cancelling_event = Union(
-        [Callable(), Dict()],
-        config=True,
+    cancelling_event = value_or_callable(
+        Dict(),
         help="""
         The event that ends the progress stream when a pending start is cancelled.
 
@@ -182,10 +169,9 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
     def _default_cancelling_event(self):
         return {"progress": 100, "failed": True, "message": "Start cancelled."}
 
-    public_api_url = Union(
-        [Callable(), Unicode()],
+    public_api_url = value_or_callable(
+        Unicode(),
         default_value="",
-        config=True,
         help="""
         The Hub API URL the remote server uses (``JUPYTERHUB_API_URL``), when it cannot use the
         Hub's own connect URL, e.g. because it reaches the Hub through an ingress or a tunnel.
@@ -199,10 +185,9 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         """,
     )
 
-    ssh_during_startup = Union(
-        [Callable(), Bool()],
+    ssh_during_startup = value_or_callable(
+        Bool(),
         default_value=False,
-        config=True,
         help="""
         Open the tunnel hub → server while ``start()`` runs, to the address ``_start()`` returned.
 
@@ -289,12 +274,18 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
     )
 
     # -------------------------------------------------------------- instance state
-    # Not config: read and written by subclasses (CONTRACT.md).
+    # Not config: read and written by subclasses (see the subclass contract in the docs).
     start_id = ""
     tunnel_node = ""  # the jump node this server's forward goes through (SSHNodeRestarted matches it)
     svc_name = ""  # this server's Kubernetes Service, and its in-cluster DNS name
     dns_name = ""
     yield_wait_seconds = 1  # kept for subclasses of the original; progress here is event-driven
+
+    @default("ip")
+    def _default_ip(self):
+        # the remote server must be reachable from the jump node, not only on its own loopback;
+        # JupyterHub puts this into JUPYTERHUB_SERVICE_URL, which jupyterhub-singleuser binds to
+        return "0.0.0.0"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -311,6 +302,17 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         self._svc_restore_pending = False
         self._tunnel_needs_restore = False
         self._start_cancelled = False
+        self._exit_status = None
+        # the original package's flags, which its subclasses read and set (see the migration guide):
+        # stop() has run for this server (a second stop() does not reach the remote side again)
+        self.already_stopped = False
+        self.already_post_stop_hooked = False
+        # True until the first start() or poll() of this spawner object (i.e. after a Hub restart)
+        self.call_during_startup = True
+        self.port_forwarded = 0  # kept for old code; this library does not read it
+        self._stop_pending_event = None  # an asyncio.Event set when this server stops
+        if self.user is not None and getattr(self.user, "name", None) is not None:
+            self._name_svc()
 
     @property
     def ready(self):
@@ -320,12 +322,13 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
 
     @property
     def events(self):
-        """This spawn's events, a list-like :class:`~forwardbasespawner.events.EventLog`."""
+        """This spawn's events: a ``list`` of event dicts (an :class:`~forwardbasespawner.events.EventLog`)."""
         return self._events
 
     @events.setter
     def events(self, events):
-        self._events.load(events)
+        # subclasses assign a fresh list when a spawn begins (OutpostSpawner's pre-spawn hook)
+        self._events.load(events, closed=False)
 
     @property
     def last_event(self):
@@ -334,7 +337,8 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
 
     @last_event.setter
     def last_event(self, event):
-        self._events.append(event)
+        if event:  # the original's handlers also assign None or {} ("no event")
+            self._events.append(event)
 
     @property
     def _log_id(self):
@@ -349,19 +353,22 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         url = resolve_sync(self.public_api_url, self, self.port_forward_info)
         return url or self.hub.api_url
 
-    async def get_ssh_during_startup(self):
-        return bool(await resolve(self.ssh_during_startup, self))
+    def get_ssh_during_startup(self):
+        """Whether to open the tunnel while ``start()`` runs: a bool, as the original package
+        returned it, or an awaitable of one when ``ssh_during_startup`` is an async hook."""
+        return resolve_sync_or_awaitable(self.ssh_during_startup, self)
 
     async def get_cancelling_event(self):
         event = dict(await resolve(self.cancelling_event, self) or {})
         event.update(failed=True, progress=100)
         return event
 
-    async def run_filter_events(self, event):
-        """Apply ``filter_events``; returns the event to store, or a falsy value to reject it."""
+    def run_filter_events(self, event):
+        """Apply ``filter_events``; returns the event to store, or a falsy value to reject it
+        (an awaitable of that when the hook is async). Overridable, sync or async."""
         if self.filter_events is None:
             return event
-        return await resolve(self.filter_events, self, event)
+        return resolve_sync_or_awaitable(self.filter_events, self, event)
 
     def split_service_address(self, address):
         """``"[http[s]://]host:port"`` → ``(host, port)``, validated; raises ``InvalidAddress``."""
@@ -370,27 +377,32 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
 
     # -------------------------------------------------------------- start
     async def start(self):
+        self.call_during_startup = False
         self._events.begin()
         if not self.start_id:
             self.start_id = uuid.uuid4().hex
         self._abort_message = None
         self._start_cancelled = False
+        self._exit_status = None
+        self._stop_pending_event = asyncio.Event()
         if self.api_token:
             self.server_token_sha256 = token_sha256(self.api_token)
         url = await resolve(self.public_api_url, self, self.port_forward_info)
         self._cached_public_api_url = url or ""
+        # as in the original package, the port and the Service's name are known before _start():
+        # subclasses send them to their remote side, and JUPYTERHUB_SERVICE_URL carries the port
+        self.port = await self._reserve_port()
+        self._name_svc()
 
         if self._spawn_future is not None:
             # JupyterHub's cancel may come after start() returned, while it waits for the server
             self._spawn_future.add_done_callback(self._spawn_done)
         self._start_task = asyncio.ensure_future(self._start_remote())
         try:
-            response = await self._start_task
-            if self.update_start_response is not None:
-                response = await resolve(self.update_start_response, self, response)
+            response = await self.run_update_start_response(await self._start_task)
             url = await self._connect(response)
-            if self.update_expected_path is not None:
-                url = await resolve(self.update_expected_path, self, url)
+            self._connected_url_out = True  # from now on the port stays (the route uses it)
+            url = await self.run_update_expected_path(url)
         except asyncio.CancelledError:
             if self._abort_message is not None:
                 # cancelled by us because the remote side reported a failure
@@ -433,16 +445,17 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         return await self._start()
 
     async def _connect(self, response):
-        """The three cases of DESIGN.md: tunnel now, tunnel later, or no tunnel."""
+        """The three cases: tunnel now, tunnel later (SetupTunnel), or no tunnel."""
         if not response:
             self._tunnel_open = True  # stop() removes whatever SetupTunnel will have made
             host, port = await self._delayed_tunnel_address()
             return format_url("http", host, port)
         scheme, host, port = parse_server_address(response)
-        if await self.get_ssh_during_startup():
+        if await settle(self.get_ssh_during_startup()):
             self.port_forward_info["service"] = format_url(scheme, host, port).split("://", 1)[1]
-            self._tunnel_open = True  # before the call: stop() must clean up a half-made tunnel
             host, port = await self.run_ssh_forward(create_svc=True)
+        elif not self._tunnel_open:
+            self.port = port  # no tunnel: the server's own port, as the original recorded it
         return format_url(scheme, host, port)
 
     def abort_start(self, event):
@@ -465,10 +478,11 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
     # -------------------------------------------------------------- progress
     async def _generate_progress(self):
         # JupyterHub's wrapper always yields "Server requested" first; drop it when asked to
+        show_first = bool(await resolve(self.show_first_default_event, self))
         first = True
         async with aclosing(super()._generate_progress()) as events:
             async for event in events:
-                if first and not self.show_first_default_event:
+                if first and not show_first:
                     first = False
                     continue
                 first = False
@@ -483,8 +497,12 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
 
     # -------------------------------------------------------------- poll and stop
     async def poll(self):
+        self.call_during_startup = False
         if self._start_task is not None and not self._start_task.done():
             return None
+        if self.already_stopped:
+            # stop() ran (or the server ended and poll() cleaned up): it is not running
+            return 0 if self._exit_status is None else self._exit_status
         try:
             broken = await self.check_tunnel()
         except Exception as e:  # a bug or a hook's error must not stop JupyterHub's polling
@@ -492,49 +510,82 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
             broken = f"the tunnel check failed: {e}"
         if broken:
             self.log.error("Tunnel of %s is down for good: %s; stopping the server", self._log_id, broken)
-            self._events.append({"progress": 100, "failed": True, "message": f"The connection to the server was lost: {broken}"})
-            # JupyterHub will treat the server as gone and not call stop(): clean up the remote side now
-            await self.stop(now=True)
+            await self._end_by_itself(1, f"The connection to the server was lost: {broken}")
             return 1
-        if self.pre_poll_hook is not None:
-            decision = await resolve(self.pre_poll_hook, self)
-            if decision is False:
-                return None
-            if decision is not True:
-                return decision
-        return await self._poll()
+        decision = await self.run_pre_poll_hook()
+        if decision is False:
+            return None
+        status = await self._poll() if decision is True else decision
+        if status is not None and self.start_id:
+            self.log.info("Server %s ended by itself (status %s); cleaning up", self._log_id, status)
+            await self._end_by_itself(status, f"The server has stopped (exit status {status}).")
+        return status
+
+    async def _end_by_itself(self, status, message):
+        """The server is gone without anyone stopping it: clean up now, as the original package did.
+
+        JupyterHub's ``user.stop()`` polls first and skips ``stop()`` for a server that poll
+        reports gone, so nothing else would remove the tunnel and the Service or run the
+        subclass's ``_stop()`` (e.g. to delete a finished batch job).
+        """
+        if not (len(self._events) and self._events[-1].get("failed")):
+            self._events.append({"progress": 100, "failed": True, "message": message})
+        await self.stop(now=True)
+        self._exit_status = status
 
     async def stop(self, now=False, **kwargs):
         task = self._start_task
-        if task is not None and not task.done():
+        inside_start = task is not None and task is asyncio.current_task()
+        if task is not None and not task.done() and not inside_start:
             # JupyterHub stops a start that ran out of time; make sure it is over before cleanup
             task.cancel()
             await asyncio.wait([task], timeout=1)
-        if self.pre_stop_hook is not None:
-            try:
-                await resolve(self.pre_stop_hook, self)
-            except Exception:
-                self.log.exception("pre_stop_hook of %s failed; stopping anyway", self._log_id)
+        if self.already_stopped:
+            # a second stop (JupyterHub's after the subclass's own, or after poll() cleaned up)
+            # does not reach the remote side again; what the base made is removed below if left
+            self.log.debug("%s was stopped already; removing what is left", self._log_id)
+        else:
+            self.already_stopped = True
+            await self._stop_remote(now, **kwargs)
+        await self._remove_connections()
+        if self._stop_pending_event is not None:
+            self._stop_pending_event.set()
+        if not inside_start:  # a subclass that stops itself in _start() still reports its failure
+            self._events.close()
+        self.log.info("Stopped %s", self._log_id)
+
+    async def _stop_remote(self, now, **kwargs):
+        """``pre_stop_hook``, then the subclass's ``_stop()``; errors are logged, never raised."""
+        try:
+            await self.run_pre_stop_hook()
+        except Exception:
+            self.log.exception("pre_stop_hook of %s failed; stopping anyway", self._log_id)
         try:
             await asyncio.wait_for(self._stop(now=now, **kwargs), timeout=self.remote_stop_timeout)
         except asyncio.TimeoutError:
             self.log.error("Stopping %s timed out after %ss", self._log_id, self.remote_stop_timeout)
         except Exception:
             self.log.exception("Stopping %s failed on the remote side", self._log_id)
+
+    async def _remove_connections(self):
+        """Remove the tunnels and the Service this server has; harmless when they are gone."""
         if self._tunnel_open:
             try:
                 await self.run_ssh_forward_remove(delete_svc=True)
             except Exception:
                 self.log.exception("Removing the tunnel of %s failed", self._log_id)
             self._tunnel_open = False
+        elif self._svc_open:
+            try:
+                await self.run_svc_remove()
+            except Exception:
+                self.log.exception("Removing the Service of %s failed", self._log_id)
         if self._remote_forward_open:
             try:
                 await self.run_ssh_forward_remote_remove()
             except Exception:
                 self.log.exception("Removing the tunnel to the Hub of %s failed", self._log_id)
             self._remote_forward_open = False
-        self._events.close()
-        self.log.info("Stopped %s", self._log_id)
 
     # -------------------------------------------------------------- state and environment
     def save_state(self):
@@ -576,6 +627,8 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         info = state.get("port_forward_info")
         self.port_forward_info = dict(info) if isinstance(info, dict) else {}
         port = state.get("custom_port")
+        if isinstance(port, str) and port.isdigit():  # some rows of the original hold a string
+            port = int(port)
         if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
             self.port = port
         self.start_id = str(state.get("start_id") or "")
@@ -585,11 +638,15 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         self._tunnel_open = bool(state.get("tunnel_open", bool(self.port_forward_info.get("service"))))
         self._remote_forward_open = bool(state.get("remote_forward_open"))
         self._svc_open = bool(state.get("svc_open"))
-        self.svc_name = str(state.get("svc_name") or "")
+        if state.get("svc_name"):
+            self.svc_name = str(state["svc_name"])
         self._tunnel_needs_restore = self._tunnel_open or self._remote_forward_open
+        # rows of the original package carry none of this library's flags
+        self._legacy_state = "tunnel_open" not in state and bool(self.port_forward_info.get("service"))
         events = state.get("events")
         if isinstance(events, list):
-            self._events.load(events)
+            # the events of a start that has ended: readable, but the next start begins afresh
+            self._events.load(events, closed=True)
         elif events:
             self.log.warning("Ignoring stored events of %s: not a list", self._log_name)
 
@@ -601,10 +658,15 @@ class ForwardBaseSpawner(SSHTunnels, KubernetesServices, Spawner):
         self._tunnel_open = False
         self._remote_forward_open = False
         self._svc_open = False
-        self.svc_name = self.dns_name = ""
+        self._name_svc()
         self._cached_public_api_url = ""
         self.tunnel_node = ""
         self.port = self._configured_port
+        self.already_stopped = False
+        self.already_post_stop_hooked = False
+        self._exit_status = None
+        if self._stop_pending_event is not None:
+            self._stop_pending_event.set()
 
     def get_env(self):
         env = super().get_env()

@@ -1,6 +1,7 @@
 """Services on a real Hub: tunnelled servers get exactly one Service in the (test) Kubernetes API."""
 
 import asyncio
+import os
 import secrets
 
 import pytest
@@ -28,6 +29,7 @@ c.SimulatedRemoteSpawner.k8s_hub_selector = {{"component": "hub"}}
 c.SimulatedRemoteSpawner.extra_labels = lambda spawner, user_options: {{"system": user_options.get("system", "none")}}
 # kube-proxy stands in here: the Service's address leads to the Hub pod's forward port
 c.SimulatedRemoteSpawner.dns_name_template = "127.0.0.1"
+c.Spawner.poll_interval = 1
 c.JupyterHub.custom_scopes = {{"custom:servers:list": {{"description": "list running servers"}}}}
 c.JupyterHub.services.append({{"name": "unicore-cleaner", "api_token": {LISTER_TOKEN!r}}})
 c.JupyterHub.load_roles.append({{"name": "server-lister", "scopes": ["custom:servers:list"], "services": ["unicore-cleaner"]}})
@@ -154,6 +156,53 @@ async def test_list_servers_for_a_remote_system(hub, k8s_api, no_leaks):
     assert status == 403 and "custom:servers:list" in reply["message"]
     await stop(hub, "fi", "a")
     assert processes_with("fbs-sim-fi-") == []
+
+
+async def test_list_servers_shows_the_start_id_of_a_pending_spawn(hub, k8s_api, no_leaks):
+    # an external cleaner matches jobs by start id: an empty one would let it reap a starting job
+    no_leaks.append("fbs-sim-gil-")
+    await spawn(hub, "gil", "p", {"start_delay": 5})
+    await hub.wait_for(lambda: asyncio.sleep(0, processes_with("fbs-sim-gil-")))
+    status, objects = await hub.request("GET", "/servers?format=objects", token=LISTER_TOKEN)
+    (entry,) = [o for o in objects if o["user"] == "gil"]
+    assert entry["state"] == "pending" and len(entry["start_id"]) == 32, entry
+    status, listed = await hub.request("GET", "/servers", token=LISTER_TOKEN)
+    assert any(e.endswith(f"_p_{entry['start_id']}") for e in listed), listed
+    model = await hub.wait_ready("gil", "p")
+    assert model["state"]["start_id"] == entry["start_id"]
+    await stop(hub, "gil", "p")
+
+
+async def test_a_server_that_ends_by_itself_leaves_no_service(hub, k8s_api, no_leaks):
+    no_leaks.append("fbs-sim-hu-")
+    await spawn(hub, "hu", "")
+    await hub.wait_ready("hu")
+    assert len(ours(k8s_api)) == 1
+    (pid,) = processes_with("fbs-sim-hu-")
+    os.kill(pid, 9)  # the remote job ends by itself
+    await hub.wait_stopped("hu")
+    await hub.wait_for(lambda: asyncio.sleep(0, ours(k8s_api) == {}))
+
+
+async def test_a_service_of_the_original_package_is_taken_over(hub, k8s_api, no_leaks):
+    # jupyterhub-forwardbasespawner 2.1.2 labelled its Services with the Hub's selector plus
+    # component=singleuser-server and nothing else; after an upgrade such a Service must not
+    # block the next start of its server
+    no_leaks.append("fbs-sim-ivy-")
+    legacy = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "jupyter-ivy", "labels": {"component": "singleuser-server"}},
+        "spec": {"ports": [{"name": "http", "port": 1234, "protocol": "TCP", "targetPort": 1234}],
+                 "selector": {"component": "hub"}},
+    }  # fmt: skip
+    k8s_api.services[NS, "jupyter-ivy"] = k8s_api._stored(legacy, NS)
+    await spawn(hub, "ivy", "")
+    model = await hub.wait_ready("ivy")
+    svc = ours(k8s_api)["jupyter-ivy"]
+    assert svc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "forwardbasespawner"
+    assert svc["spec"]["ports"][0]["port"] == model["state"]["custom_port"]
+    await stop(hub, "ivy", "")
+    assert ours(k8s_api) == {}
 
 
 async def test_list_servers_with_a_thousand_servers(hub, k8s_api):

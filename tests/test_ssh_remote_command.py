@@ -18,10 +18,12 @@ def node_script(tmp_path, sshd):
     script.write_text(
         "#!/bin/sh\n"
         f'echo "$SSH_ORIGINAL_COMMAND" >> {calls}\n'
-        f'case "$SSH_ORIGINAL_COMMAND" in start*) echo "no route to the hub" >&2; exit $(cat {tmp_path}/code);; esac\n'
+        f'case "$SSH_ORIGINAL_COMMAND" in start) sleep $(cat {tmp_path}/delay); echo "no route to the hub" >&2; exit $(cat {tmp_path}/code);;\n'
+        f'  status) exit $(cat {tmp_path}/code);; esac\n'
     )
     script.chmod(0o755)
     (tmp_path / "code").write_text("217")
+    (tmp_path / "delay").write_text("0")
     key = sshd.add_forced_command_key(f"forced-{tmp_path.name}", str(script))
     return key, calls, tmp_path / "code"
 
@@ -34,14 +36,24 @@ def spawner_for(sshd, key):
     )  # fmt: skip
 
 
-async def test_start_and_stop_run_on_the_node(sshd, node_script):
+async def test_start_and_stop_run_on_the_node_as_the_original_ran_them(sshd, node_script):
+    # forced-command scripts on jump nodes match the original's words literally: no arguments
     key, calls, _ = node_script
     spawner = spawner_for(sshd, key)
     await spawner.start()
-    assert calls.read_text().split("\n")[:1] == [f"start {spawner.start_id}"]
-    start_id = spawner.start_id
+    assert calls.read_text().splitlines() == ["start"]
     await spawner.stop()
-    assert calls.read_text().splitlines() == [f"start {start_id}", f"stop {start_id}"]
+    assert calls.read_text().splitlines() == ["start", "stop"]
+
+
+async def test_a_start_that_does_not_answer_in_time_is_followed_by_status(sshd, node_script, tmp_path):
+    key, calls, _ = node_script
+    (tmp_path / "delay").write_text("30")
+    spawner = spawner_for(sshd, key)
+    spawner.ssh_remote_command_timeout = 1
+    await spawner.start()  # status answers 217: the tunnel is up
+    assert calls.read_text().splitlines() == ["start", "status"]
+    await spawner.stop()
 
 
 async def test_another_exit_code_fails_the_start_with_the_nodes_reason(sshd, node_script):
@@ -52,5 +64,5 @@ async def test_another_exit_code_fails_the_start_with_the_nodes_reason(sshd, nod
         await spawner.start()
     assert "no route to the hub" in spawner.events[-1]["message"]
     await spawner.stop()
-    assert calls.read_text().splitlines()[-1].startswith("stop ")
+    assert calls.read_text().splitlines()[-1] == "stop"
     assert os.path.exists(key)

@@ -250,3 +250,20 @@ async def test_failed_setuptunnel_ends_the_spawn_with_a_reason(hub, no_leaks):
     assert events[-1]["failed"] is True
     assert any("tunnel to the server could not be set up" in e.get("message", "") for e in events)
     await hub.wait_stopped("hal", "q")
+
+
+async def test_a_server_that_ends_by_itself_leaves_no_forward_and_its_stop_runs(hub, no_leaks):
+    # JupyterHub's user.stop() polls first and skips spawner.stop() for a server that is gone:
+    # only the base's poll() can remove the forward and run the subclass's _stop() (which here
+    # kills the process group the remote "job" left: its start script's children)
+    no_leaks.append("fbs-sim-ida-e-")
+    await spawn(hub, "ida", "e", {"tunnel": True})
+    model = await hub.wait_ready("ida", "e")
+    port = model["state"]["custom_port"]
+    assert not port_is_free("127.0.0.1", port)
+    (pid,) = processes_with("fbs-sim-ida-e-")
+    os.kill(pid, 9)  # the job ends without the Hub's doing
+    await hub.wait_stopped("ida", "e")
+    await hub.wait_for(lambda: asyncio.sleep(0, port_is_free("127.0.0.1", port)))
+    status, reply = await hub.request("GET", "/users/progress/events/ida/e")
+    assert reply["events"][-1]["failed"] is True and "has stopped" in reply["events"][-1]["message"], reply

@@ -2,6 +2,7 @@
 
 import hmac
 
+from jupyterhub import orm
 from tornado import web
 
 from ..spawner import token_sha256
@@ -29,8 +30,42 @@ def is_server_token(handler, spawner):
     digest = getattr(spawner, "server_token_sha256", "")
     if digest:
         return hmac.compare_digest(token_sha256(token), digest)
-    # a server started before this library remembered the digest
-    return bool(spawner.api_token) and hmac.compare_digest(token, spawner.api_token)
+    if spawner.api_token:  # started in this Hub process, before the digest was kept
+        return hmac.compare_digest(token, spawner.api_token)
+    # a server started by the original package, whose state row has no digest, and JupyterHub does
+    # not keep api_token across restarts: ask JupyterHub's own token records, then remember it
+    if is_issued_server_token(handler.db, spawner, token):
+        spawner.server_token_sha256 = token_sha256(token)
+        if hasattr(spawner, "save_state"):
+            spawner.save_state()
+        return True
+    return False
+
+
+def is_issued_server_token(db, spawner, token):
+    """Whether ``token`` is the one JupyterHub issued when it started this server.
+
+    JupyterHub creates that token at the start, owned by the user, with the note
+    ``"Server at <the server's base URL>"``, just before it records the start time. A user can
+    create a token with the same note, but not one that predates the start and is newer than
+    the real one: the newest such token created up to the start time is the server's.
+    """
+    orm_spawner = getattr(spawner, "orm_spawner", None)
+    server = getattr(orm_spawner, "server", None)
+    if server is None or orm_spawner.started is None:
+        return False
+    found = orm.APIToken.find(db, token)
+    note = f"Server at {server.base_url}"
+    if found is None or found.user_id != spawner.user.id or found.note != note:
+        return False
+    issued = (
+        db.query(orm.APIToken)
+        .filter(orm.APIToken.user_id == spawner.user.id, orm.APIToken.note == note)
+        .filter(orm.APIToken.created <= orm_spawner.started)
+        .order_by(orm.APIToken.created.desc())
+        .first()
+    )
+    return issued is not None and issued.id == found.id
 
 
 def require_server_writer(handler, user_name, server_name):

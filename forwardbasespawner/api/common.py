@@ -17,8 +17,12 @@ def read_json_body(handler, max_bytes):
 
 
 def require_starting_or_running(spawner):
-    """409 unless the server is starting or running (writes to a stopped server would be lost)."""
-    if not (spawner.pending == "spawn" or (spawner.ready and not spawner.pending)):
+    """409 unless the server is starting or running (writes to a stopped server would be lost).
+
+    A server that JupyterHub checks at its start-up (``pending == "check"``) counts as running: a
+    start that was waiting for SetupTunnel when the Hub restarted is completed by exactly that call.
+    """
+    if not (spawner.pending in ("spawn", "check") or (spawner.ready and not spawner.pending)):
         raise web.HTTPError(409, f"Server {spawner._log_name} is not starting or running.")
 
 

@@ -4,7 +4,8 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
-from ..events import EventLog, InvalidEvent, parse_event
+from ..events import EventLog, InvalidEvent, parse_event, unknown_fields
+from ..hooks import settle
 from .auth import find_spawner, require_server_writer
 from .common import end_spawn, read_json_body, require_starting_or_running
 
@@ -33,12 +34,18 @@ class SpawnEventsAPIHandler(APIHandler):
         server_name = server_name or ""
         spawner = require_server_writer(self, user_name, server_name)
         raw = read_json_body(self, getattr(spawner, "event_max_body_bytes", _DEFAULT_MAX_BODY))
+        if not isinstance(raw, dict) or not raw:
+            raise web.HTTPError(400, "Invalid event: the event must be a non-empty JSON object")
+        require_starting_or_running(spawner)
+        # filter_events sees the event as it was posted, fields this library drops included
+        raw = await self._filter(spawner, raw)
         try:
             event = parse_event(raw, max_chars=getattr(spawner, "event_max_chars", _DEFAULT_MAX_CHARS))
         except InvalidEvent as e:
             raise web.HTTPError(400, f"Invalid event: {e}") from None
-        require_starting_or_running(spawner)
-        event = await self._filter(spawner, event)
+        dropped = unknown_fields(raw)
+        if dropped:
+            self.log.debug("Event for %s: dropped field(s) %s", spawner._log_name, ", ".join(dropped)[:200])
         events = getattr(spawner, "events", None)
         if not isinstance(events, EventLog):
             raise web.HTTPError(400, f"Server {spawner._log_name} does not keep progress events.")
@@ -53,7 +60,7 @@ class SpawnEventsAPIHandler(APIHandler):
 
     async def _filter(self, spawner, event):
         try:
-            filtered = await spawner.run_filter_events(event)
+            filtered = await settle(spawner.run_filter_events(event))
         except Exception:
             self.log.exception("filter_events failed for %s", spawner._log_name)
             raise web.HTTPError(400, "The event was rejected by the server's event filter.") from None

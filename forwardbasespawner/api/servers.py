@@ -48,26 +48,30 @@ class ListServersAPIHandler(APIHandler):
         if limit is not None:
             query = query.limit(limit)
         rows = query.all()
-        if form == "strings":
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps([server_id(uid, name or "", (state or {}).get("start_id", "")) for uid, _, name, state in rows]))
-            return
-        pending = self._pending()
+        live = self._live_spawners()
+
+        def start_id(user, name, state):
+            # a start still under way has not saved its state yet: its spawner knows the start id
+            spawner = live.get((user, name or ""))
+            return getattr(spawner, "start_id", "") or (state or {}).get("start_id", "")
+
         self.set_header("Content-Type", "application/json")
+        if form == "strings":
+            self.finish(json.dumps([server_id(uid, name or "", start_id(user, name, state)) for uid, user, name, state in rows]))
+            return
         self.finish(json.dumps([
             {
                 "user": user, "user_id": uid, "server": name or "",
-                "start_id": (state or {}).get("start_id", ""),
-                "state": "pending" if (user, name or "") in pending else "running",
+                "start_id": start_id(user, name, state),
+                "state": "pending" if getattr(live.get((user, name or "")), "pending", None) else "running",
             }
             for uid, user, name, state in rows
         ]))  # fmt: skip
 
-    def _pending(self):
-        """Servers of users loaded in this Hub whose start (or stop) is still under way."""
-        found = set()
-        for user in list(self.users.values()):
-            for name, spawner in list(user.spawners.items()):
-                if spawner.pending:
-                    found.add((user.name, name))
-        return found
+    def _live_spawners(self):
+        """``(user name, server name) -> spawner`` of the users this Hub has loaded (no queries)."""
+        return {
+            (user.name, name): spawner
+            for user in list(self.users.values())
+            for name, spawner in list(user.spawners.items())
+        }

@@ -67,3 +67,20 @@ def is_ours(service, hub_id, user_name, server_name):
         and annotations.get(f"{ANNOTATION_PREFIX}/username") == user_name
         and annotations.get(f"{ANNOTATION_PREFIX}/servername") == server_name
     )
+
+
+def is_legacy_service(service, selector):
+    """Whether an existing Service was made by the original package for this server's name.
+
+    The original labelled its Services with the Hub pod's selector plus
+    ``component: singleuser-server``, pointed them at the Hub pod, and left no owner marks. Such a
+    Service, found under this server's name, is taken over (replaced by ours) after an upgrade.
+    """
+    metadata = service.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    spec = service.get("spec") or {}
+    return (
+        "app.kubernetes.io/managed-by" not in labels
+        and labels.get("component") == COMPONENT
+        and dict(spec.get("selector") or {}) == dict(selector)
+    )

@@ -7,11 +7,11 @@ import weakref
 from traitlets import Bool, Callable, Dict, Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ..hooks import resolve, value_or_callable
+from ..hooks import Hook, resolve, value_or_callable
 from ..hubdb import server_rows
 from .client import ServiceClient, ServiceConflict
 from .names import dns_name, service_name
-from .objects import is_ours, make_service, owner_selector, service_labels
+from .objects import is_legacy_service, is_ours, make_service, owner_selector, service_labels
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -106,10 +106,7 @@ class KubernetesServices(LoggingConfigurable):
         """,
     )
 
-    ssh_custom_svc = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    ssh_custom_svc = Hook(
         help="""
         Replace the built-in Service creation.
 
@@ -122,10 +119,7 @@ class KubernetesServices(LoggingConfigurable):
         """,
     )
 
-    ssh_custom_svc_remove = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    ssh_custom_svc_remove = Hook(
         help="""
         Replace the built-in Service removal (pairs with ``ssh_custom_svc``).
 
@@ -259,7 +253,9 @@ class KubernetesServices(LoggingConfigurable):
         """Create (or take over our own leftover) Service to the Hub pod's forward port; return
         ``(dns_name, port)``. A Service of the same name that is not ours fails the start."""
         await self.reconcile_services_once()
-        self._name_svc()
+        if not self.svc_name:
+            self._name_svc()
+        self.dns_name = dns_name(self.dns_name_template, self.svc_name, self.namespace)
         key = (self.k8s_hub_id, self.user.name, self.name)
         _LIVE.add(key)
         manifest = make_service(
@@ -267,10 +263,13 @@ class KubernetesServices(LoggingConfigurable):
             service_labels(self.user.name, self.name, self.k8s_hub_id, await self.get_extra_labels()),
             self.user.name, self.name, self.start_id, self.k8s_owner_reference or None,
         )  # fmt: skip
+        selector = manifest["spec"]["selector"]
         self._svc_open = True  # before the call: stop() deletes one whose creation timed out
         try:
             await self.k8s_client().create_service(
-                manifest, lambda existing: is_ours(existing, self.k8s_hub_id, self.user.name, self.name)
+                manifest,
+                lambda existing: is_ours(existing, self.k8s_hub_id, self.user.name, self.name)
+                or is_legacy_service(existing, selector),  # the original package's, after an upgrade
             )
         except ServiceConflict as e:
             self._svc_open = False  # not ours: never deleted

@@ -310,12 +310,13 @@ class ControlMaster(Master):
         await self._kill()
 
 
-def remote_command_argv(endpoint: Endpoint, action, args=(), *, ssh="ssh", **options):
-    """``ssh ... -- node <action> <args>``: the original package's server → hub convention, where a
+def remote_command_argv(endpoint: Endpoint, action, *, ssh="ssh", **options):
+    """``ssh ... -- node <action>``: the original package's server → hub convention, where a
     forced command on the node starts, checks or stops its own tunnel to the Hub.
 
-    ``action`` is start, status or stop; ``args`` are plain words (validated by the caller).
+    ``action`` is start, status or stop, and nothing follows it: forced-command scripts on jump
+    nodes match these words literally.
     """
     if action not in ("start", "status", "stop"):
         raise ValueError(f"unknown remote action {action!r}")
-    return [ssh, "-T", *connection_options(endpoint, **options), "--", endpoint.host, action, *args]
+    return [ssh, "-T", *connection_options(endpoint, **options), "--", endpoint.host, action]

@@ -27,6 +27,20 @@ class InvalidSpec(ValueError):
     """A tunnel setting that may not reach a command line; the message says which and why."""
 
 
+#: ssh options that configurations of the original package set, and the one config line that
+#: does the same here (the error an old configuration meets names it)
+LEGACY_OPTION_LINES = {
+    "StrictHostKeyChecking": 'c.ForwardBaseSpawner.ssh_strict_host_key_checking = "accept-new"  (or "yes"; never "no")',
+    "UserKnownHostsFile": 'c.ForwardBaseSpawner.ssh_known_hosts = "/path/to/known_hosts"',
+    "IdentityFile": 'c.ForwardBaseSpawner.ssh_key = "/path/to/key"',
+    "Port": "c.ForwardBaseSpawner.ssh_port = 22",
+    "User": 'c.ForwardBaseSpawner.ssh_username = "tunnel"',
+    "ControlPath": 'c.ForwardBaseSpawner.ssh_control_dir = "/run/jupyterhub/ssh"  (masters are managed here)',
+    "ControlMaster": "nothing: this library runs and supervises the masters itself; remove the option",
+    "ControlPersist": "nothing: this library runs and supervises the masters itself; remove the option",
+}
+
+
 def validate_username(name):
     if not isinstance(name, str) or not _USERNAME.match(name):
         raise InvalidSpec(f"not a valid user name: {str(name)[:64]!r}")
@@ -41,7 +55,12 @@ def validate_options(options):
     checked = []
     for name, value in options.items():
         if name not in ALLOWED_SSH_OPTIONS:
-            raise InvalidSpec(f"ssh option {str(name)[:64]!r} is not allowed")
+            instead = LEGACY_OPTION_LINES.get(name)
+            if instead:
+                raise InvalidSpec(f"ssh option {name!r} is not taken from ssh options here; use {instead}")
+            raise InvalidSpec(
+                f"ssh option {str(name)[:64]!r} is not allowed; allowed are {', '.join(sorted(ALLOWED_SSH_OPTIONS))}"
+            )
         value = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
         if value is None or not _OPTION_VALUE.match(value):
             raise InvalidSpec(f"ssh option {name} has an invalid value")
@@ -151,7 +170,10 @@ def validate_tunnel_request(body, *, allowed_nodes=(), allowed_keys=()):
         raise InvalidSpec(f"unknown field(s): {', '.join(str(k)[:40] for k in unknown)[:200]}")
     refused = sorted((set(body) & set(OPTIONAL_TUNNEL_KEYS)) - set(allowed_keys))
     if refused:
-        raise TunnelRequestRefused(f"field(s) {', '.join(refused)} may not be set through this API")
+        raise TunnelRequestRefused(
+            f"field(s) {', '.join(refused)} may not be set through this API; an operator allows them with "
+            f"c.ForwardBaseSpawner.setuptunnel_allowed_keys = {refused!r}"
+        )
     if "service" not in body:
         raise InvalidSpec("'service' (host:port of the server) is required")
     try:
@@ -160,7 +182,10 @@ def validate_tunnel_request(body, *, allowed_nodes=(), allowed_keys=()):
         if "ssh_node" in body:
             node = validate_host(body["ssh_node"])
             if not any(fnmatchcase(node, pattern) for pattern in allowed_nodes):
-                raise TunnelRequestRefused(f"ssh_node {node!r} is not one this Hub may use")
+                raise TunnelRequestRefused(
+                    f"ssh_node {node!r} is not one this Hub may use; an operator allows it with "
+                    f"c.ForwardBaseSpawner.setuptunnel_allowed_nodes = [{node!r}]"
+                )
             result["ssh_node"] = node
         for key in set(body) & set(OPTIONAL_TUNNEL_KEYS):
             result[key] = OPTIONAL_TUNNEL_KEYS[key](body[key])

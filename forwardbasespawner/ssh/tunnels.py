@@ -10,7 +10,8 @@ from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, TraitErr
 from traitlets.config import LoggingConfigurable
 
 from ..addresses import parse_server_address
-from ..hooks import resolve, value_or_callable
+from ..hooks import Hook, PortNumber, resolve, settle, value_or_callable
+from . import legacy
 from .asyncssh import AsyncsshMaster
 from .openssh import ControlMaster, ForwardError, TunnelError, remote_command_argv, run_argv
 from .ports import allocate_port
@@ -40,10 +41,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_node_mapping = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    ssh_node_mapping = Hook(
         help="""
         Map the node name a remote system reports to the name the Hub connects to.
 
@@ -57,7 +55,7 @@ class SSHTunnels(LoggingConfigurable):
     )
 
     ssh_port = value_or_callable(
-        Integer(),
+        PortNumber(),
         default_value=22,
         help="""
         The SSH port of the jump node.
@@ -129,10 +127,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_custom_forward = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    ssh_custom_forward = Hook(
         help="""
         Replace the built-in hub → server forward.
 
@@ -149,10 +144,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_custom_forward_remove = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    ssh_custom_forward_remove = Hook(
         help="""
         Replace the removal of the built-in forward (pairs with ``ssh_custom_forward``).
 
@@ -165,7 +157,7 @@ class SSHTunnels(LoggingConfigurable):
     )
 
     custom_port = value_or_callable(
-        Integer(),
+        PortNumber(),
         default_value=0,
         help="""
         The hub-side port of this server's forward.
@@ -273,6 +265,24 @@ class SSHTunnels(LoggingConfigurable):
         return os.path.join(tempfile.gettempdir(), f"fbs-ssh-{os.getuid()}")
 
     ssh_binary = Unicode("ssh", config=True, help='The OpenSSH client. Default: "ssh".')
+
+    ssh_legacy_control_path = Unicode(
+        "/tmp/control_{node}",
+        config=True,
+        help="""
+        Where the original package (jupyterhub-forwardbasespawner 2.x) kept the control socket of
+        its ssh master for a jump node; ``{node}`` is the node. After an upgrade in place, a
+        running server's forward that such a master still serves is adopted: it keeps working
+        without a gap, and it is cancelled there when the server stops. "" turns this off
+        (forwards are then always restored on this library's own masters).
+
+        Default: "/tmp/control_{node}" (the original's ControlPath).
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_legacy_control_path = "/var/run/jupyterhub/control_{node}"
+        """,
+    )
 
     ssh_backend = Enum(
         ["openssh", "asyncssh"],
@@ -420,9 +430,10 @@ class SSHTunnels(LoggingConfigurable):
         How the server → hub tunnel is made. "reverse": a remote forward (``ssh -R``) on
         ``ssh_remote_node`` to the Hub API; the port the node allocated is given to the server as
         ``JUPYTERHUB_HUB_TUNNEL_PORT`` and kept in ``port_forward_info["remote"]["port"]``.
-        "command": the original package's convention: ``ssh <node> start|stop <start_id>`` runs a
-        forced command on the node that makes its own tunnel; exit code
-        ``ssh_remote_command_success_code`` means success.
+        "command": the original package's convention, exactly: ``ssh <node> start`` (and
+        ``status`` when ``start`` does not answer in time, ``stop`` at the end) runs a forced
+        command on the node that makes its own tunnel; exit code ``ssh_remote_command_success_code``
+        means success.
 
         Default: "reverse".
 
@@ -447,6 +458,20 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
+    ssh_remote_command_timeout = Float(
+        30,
+        config=True,
+        help="""
+        Seconds ``ssh <node> start`` may take ("command" mode); then ``ssh <node> status`` decides.
+
+        Default: 30.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_remote_command_timeout = 10
+        """,
+    )
+
     ssh_remote_node = value_or_callable(
         Unicode(),
         default_value="",
@@ -462,7 +487,7 @@ class SSHTunnels(LoggingConfigurable):
     )
 
     ssh_remote_port = value_or_callable(
-        Integer(), default_value=22,
+        PortNumber(), default_value=22,
         help="SSH port of ``ssh_remote_node``. Default: 22. Callable: ``(spawner, remote_info) -> int``.",
     )  # fmt: skip
     ssh_remote_username = value_or_callable(
@@ -478,10 +503,7 @@ class SSHTunnels(LoggingConfigurable):
         help="Allowed ssh options for ``ssh_remote_node`` (see ``ssh_forward_options``). Default: {}. Callable: ``(spawner, remote_info) -> dict``.",
     )  # fmt: skip
 
-    ssh_custom_forward_remote = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    ssh_custom_forward_remote = Hook(
         help="""
         Replace the built-in server → hub tunnel.
 
@@ -493,10 +515,7 @@ class SSHTunnels(LoggingConfigurable):
         """,
     )
 
-    ssh_custom_forward_remote_remove = Callable(
-        default_value=None,
-        allow_none=True,
-        config=True,
+    ssh_custom_forward_remote_remove = Hook(
         help="""
         Replace the removal of the server → hub tunnel (pairs with ``ssh_custom_forward_remote``).
 
@@ -550,11 +569,13 @@ class SSHTunnels(LoggingConfigurable):
         host = await self._setting(node, info)
         if not host:
             raise InvalidSpec(f"no {node} is configured for the tunnel")
+        port = await self._setting(port, info)
         return Endpoint(
             host=host,
-            port=await self._setting(port, info),
-            user=await self._setting(username, info),
-            key=await self._setting(key, info),
+            # the original package's forms: a port as a string, None for "not set"
+            port=int(port) if isinstance(port, str) and port.strip().isdigit() else (port or 22),
+            user=await self._setting(username, info) or "",
+            key=await self._setting(key, info) or "",
             options=dict(await self._setting(options, info) or {}),
         )
 
@@ -585,7 +606,10 @@ class SSHTunnels(LoggingConfigurable):
 
     async def _reserve_port(self):
         """The port for this start's forward: pinned, or a fresh free one."""
+        self._connected_url_out = False
         return await self._pinned_port() or allocate_port(self.ssh_forward_bind_host)
+
+    _connected_url_out = True  # the server's URL (with self.port) has been handed out: keep the port
 
     # ------------------------------------------------------------ server → hub
     async def get_ssh_remote_endpoint(self):
@@ -630,14 +654,27 @@ class SSHTunnels(LoggingConfigurable):
             await self.tunnel_manager().remove(endpoint, self._remote_forward(int(info["port"])))
 
     async def _remote_command(self, endpoint, action):
-        argv = remote_command_argv(
-            endpoint, action, [self.start_id], ssh=self.ssh_binary, known_hosts=self.ssh_known_hosts,
-            strict_host_key_checking=self.ssh_strict_host_key_checking,
-        )  # fmt: skip
-        rc, _, err = await run_argv(argv, timeout=self.ssh_master_start_timeout + 20)
+        """Run ``ssh <node> <action>`` as the original package did (forced-command scripts on jump
+        nodes match these words literally); a ``start`` that does not answer in time is followed
+        by ``status``."""
+        try:
+            rc, err = await self._run_remote_command(endpoint, action)
+        except asyncio.TimeoutError:
+            if action != "start":
+                raise TunnelError(f"'{action}' on {endpoint.describe()} did not answer in time") from None
+            self.log.info("'start' on %s for %s did not answer in time; asking 'status'", endpoint.describe(), self._log_name)
+            rc, err = await self._run_remote_command(endpoint, "status")
         if action == "start" and rc != self.ssh_remote_command_success_code:
             reason = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {rc}"]
             raise TunnelError(f"the tunnel to the Hub on {endpoint.describe()} failed: {reason[0]}")
+
+    async def _run_remote_command(self, endpoint, action):
+        argv = remote_command_argv(
+            endpoint, action, ssh=self.ssh_binary, known_hosts=self.ssh_known_hosts,
+            strict_host_key_checking=self.ssh_strict_host_key_checking,
+        )  # fmt: skip
+        rc, _, err = await run_argv(argv, timeout=self.ssh_remote_command_timeout)
+        return rc, err
 
     async def run_ssh_forward_remote(self):
         info = self.port_forward_info.setdefault("remote", {})
@@ -654,20 +691,23 @@ class SSHTunnels(LoggingConfigurable):
             await self.ssh_default_forward_remote_remove()
 
     # ------------------------------------------------------------ the forward itself
-    async def ssh_default_forward(self, port=None):
-        """Open the forward hub → ``port_forward_info["service"]`` through the jump node.
+    async def ssh_default_forward(self):
+        """Open the forward hub → ``port_forward_info["service"]`` through the jump node, on
+        ``self.port`` (reserved by ``start()``, or restored from state).
 
-        ``port`` pins the hub-side port (a delayed tunnel, a restore); otherwise ``custom_port``,
-        ``c.Spawner.port`` or a fresh port is used, and a fresh port that turns out taken is
-        replaced by another.
+        While ``start()`` runs and the port was picked freely (not ``custom_port`` or
+        ``c.Spawner.port``), a port that turns out taken is replaced by a fresh one; once the
+        server's URL is out (a delayed tunnel, a restore) the port stays. Subclasses of the
+        original package override this method without arguments and call ``super()``.
         """
         manager = self.tunnel_manager()
         endpoint = await self.get_ssh_endpoint()
-        pinned = port or await self._pinned_port()
-        attempts = 1 if pinned else 5
+        if not self.port:
+            self.port = await self._reserve_port()
+        movable = self._start_running() and not self._connected_url_out and not await self._pinned_port()
+        attempts = 5 if movable else 1
         for attempt in range(1, attempts + 1):
-            chosen = pinned or allocate_port(self.ssh_forward_bind_host)
-            forward = self._local_forward(chosen)
+            forward = self._local_forward(self.port)
             if await resolve(self.ssh_recreate_at_start, self):
                 await manager.remove(endpoint, forward)
             try:
@@ -676,14 +716,21 @@ class SSHTunnels(LoggingConfigurable):
             except ForwardError as e:
                 if attempt == attempts:
                     raise
-                self.log.warning("Port %s for %s was taken (%s); trying another", chosen, self._log_name, e)
-        self.port = chosen
+                self.log.warning("Port %s for %s was taken (%s); trying another", self.port, self._log_name, e)
+                self.port = allocate_port(self.ssh_forward_bind_host)
         self.tunnel_node = endpoint.host
         self.log.info("Tunnel for %s: %s via %s", self._log_name, forward.argument(), endpoint.describe())
+
+    def _start_running(self):
+        task = getattr(self, "_start_task", None)
+        return task is not None and not task.done()
 
     async def ssh_default_forward_remove(self):
         """Remove this server's forward; harmless when it is gone."""
         if not self.port or "service" not in self.port_forward_info:
+            return
+        if self._legacy_forward:
+            await self._release_legacy_forward()
             return
         try:
             endpoint = await self.get_ssh_endpoint()
@@ -693,13 +740,13 @@ class SSHTunnels(LoggingConfigurable):
 
     async def run_ssh_forward(self, create_svc=True):
         """Open the tunnel hub → server; return ``(host, port)`` where the Hub reaches it."""
+        self._tunnel_open = True  # before the call: stop() must clean up a half-made tunnel
+        if not self.port:
+            self.port = await self._reserve_port()
         if self.ssh_custom_forward is not None:
-            if not self.port:
-                self.port = await self._reserve_port()
             await resolve(self.ssh_custom_forward, self, self.port_forward_info)
         else:
-            # a port reserved at start (delayed tunnel) or restored from state stays the same
-            await self.ssh_default_forward(port=self.port or None)
+            await self.ssh_default_forward()  # the original's signature: subclasses override it
         if create_svc and await self.svc_enabled():
             return await self.run_svc_create()
         return self._hub_side_host(), self.port
@@ -716,9 +763,9 @@ class SSHTunnels(LoggingConfigurable):
                 await self.run_svc_remove()
 
     async def _delayed_tunnel_address(self):
-        """Reserve the port (and make the Service) now; the forward follows when the remote side
-        calls SetupTunnel."""
-        self.port = await self._reserve_port()
+        """The port was reserved by ``start()``; make the Service now. The forward follows when
+        the remote side calls SetupTunnel, on the same port."""
+        self._connected_url_out = True
         if await self.svc_enabled():
             return await self.run_svc_create()
         return self._hub_side_host(), self.port
@@ -727,7 +774,8 @@ class SSHTunnels(LoggingConfigurable):
         """None if this server's tunnels are fine, else the reason they are not.
 
         After a Hub restart (state loaded with open tunnels) the first call restores them, before
-        JupyterHub checks that the server answers.
+        JupyterHub checks that the server answers. A forward that the original package's master
+        still serves is adopted rather than replaced (see :mod:`forwardbasespawner.ssh.legacy`).
         """
         restore, self._tunnel_needs_restore = self._tunnel_needs_restore, False
         try:
@@ -738,9 +786,20 @@ class SSHTunnels(LoggingConfigurable):
             endpoint = await self.get_ssh_endpoint()
             forward = self._local_forward(self.port)
             manager = self.tunnel_manager()
-            if restore and not manager.wants(endpoint, forward):
+            if restore and not manager.wants(endpoint, forward) and not await self._adopt_legacy_forward(endpoint):
                 self.log.info("Restoring the tunnel of %s after a Hub restart", self._log_name)
-                await self.ssh_default_forward(port=self.port)
+                await self.ssh_default_forward()
+            elif self._legacy_forward and not await legacy.legacy_master_serving(
+                self._legacy_forward[0], endpoint.host, self.port, ssh=self.ssh_binary
+            ):
+                self.log.info("The original package's master stopped serving %s; moving its forward to ours", self._log_name)
+                legacy.forget(self._legacy_forward[0], self.port)
+                self._legacy_forward = None
+                await self.ssh_default_forward()
+            if restore and self._legacy_state and not self._svc_open and self.ssh_custom_svc is None and await self.svc_enabled():
+                # the original made a Service for every forward and kept no record of it
+                self._adopt_legacy_service_name()
+                self._svc_open = True
             if (restore or self._svc_restore_pending) and self._svc_open and self.ssh_custom_svc is None:
                 try:
                     await self.ssh_default_svc()  # recreated if it went missing; ours is kept
@@ -748,9 +807,43 @@ class SSHTunnels(LoggingConfigurable):
                 except Exception as e:  # the API server may be down: retry at the next poll
                     self.log.error("Restoring the Service of %s failed: %s", self._log_name, e)
                     self._svc_restore_pending = True
-            return manager.is_failed(forward)
+            return None if self._legacy_forward else manager.is_failed(forward)
         except (TunnelError, InvalidSpec) as e:
             return str(e)
+
+    # ------------------------------------------------------------ after an upgrade from the original
+    _legacy_forward = None  # (control socket, spec) of a forward the original's master still serves
+    _legacy_state = False  # the state row was written by the original package
+
+    async def _adopt_legacy_forward(self, endpoint):
+        """Adopt this server's forward if the original package's master still serves its port."""
+        if not self.ssh_legacy_control_path:
+            return False
+        path = legacy.legacy_control_path(self.ssh_legacy_control_path, endpoint.host)
+        if not await legacy.legacy_master_serving(path, endpoint.host, self.port, ssh=self.ssh_binary):
+            return False
+        _, host, port = parse_server_address(self.port_forward_info["service"])
+        self._legacy_forward = (path, legacy.legacy_forward_spec(self.port, host, port))
+        legacy.adopt(path, self.port)
+        self.tunnel_node = endpoint.host
+        self.log.info(
+            "Adopted the tunnel of %s (port %s) from the original package's ssh master %s", self._log_name, self.port, path
+        )
+        return True
+
+    async def _release_legacy_forward(self):
+        path, spec = self._legacy_forward
+        self._legacy_forward = None
+        node = self.tunnel_node or (await self.get_ssh_endpoint()).host
+        await legacy.release(path, node, spec, self.port, ssh=self.ssh_binary, log=self.log)
+
+    def _adopt_legacy_service_name(self):
+        """The original returned ``http://<svc_name>.<namespace>.svc:<port>`` and named the Service
+        its own way: take the name from the server's recorded URL."""
+        host = urlsplit(self.server.url).hostname if getattr(self, "server", None) else None
+        suffix = f".{self.namespace}.svc"
+        if host and host.endswith(suffix) and "." not in host[: -len(suffix)]:
+            self.svc_name = host[: -len(suffix)]
 
 
 __all__ = ["SSHTunnels", "TunnelError"]

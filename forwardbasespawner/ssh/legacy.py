@@ -1,0 +1,141 @@
+"""The original package's ssh masters, as a Hub on this library meets them after an upgrade.
+
+The original package ran one ``ssh -oControlMaster=auto -oControlPersist=yes`` process per jump
+node with the control socket ``/tmp/control_<node>`` and added each server's forward to it as
+``-L0.0.0.0:<port>:<host>:<port>``. Those masters outlive the Hub. When a Hub on this library
+restores a forward whose port such a master still serves, it *adopts* the forward: the master
+keeps carrying it (the user's connections see no gap), stopping the server cancels it there, the
+master is told to exit when no adopted forward is left, and a forward whose master stops serving
+moves to a master of ours on the same port.
+
+The argv builders are pure; the effects (running ssh, reading ``/proc``) are small functions.
+"""
+
+import asyncio
+import os
+import re
+import time
+
+from .openssh import run_argv
+
+_MASTER_PID = re.compile(rb"pid=(\d+)")
+
+#: control socket path -> ports of adopted forwards on that master, in this Hub process
+_ADOPTED = {}
+#: control socket path -> (time, master pid or None): one ``-O check`` per master every few seconds
+_CHECKED = {}
+CHECK_TTL = 5.0
+
+
+def legacy_control_path(template, node):
+    """The control socket of the original's master for ``node`` (``template`` has ``{node}``)."""
+    path = template.format(node=node)
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError(f"not an absolute socket path: {path[:100]!r}")
+    return path
+
+
+def legacy_forward_spec(port, target_host, target_port):
+    """The ``-L`` argument the original used for a server's forward."""
+    host = f"[{target_host}]" if ":" in target_host else target_host
+    return f"0.0.0.0:{int(port)}:{host}:{int(target_port)}"
+
+
+def legacy_control_argv(path, command, node, spec=None, *, ssh="ssh"):
+    """``ssh -S <path> -O check|cancel|exit [-L spec] -- <node>`` for the original's master."""
+    if command not in ("check", "cancel", "exit"):
+        raise ValueError(f"unknown control command {command!r}")
+    return [ssh, "-S", path, "-O", command, *(["-L", spec] if spec else []), "--", node]
+
+
+def _listening_inodes(port):
+    """Socket inodes listening on TCP ``port`` (any address), from /proc/net/tcp and tcp6."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    # local address "ADDR:PORT" in hex, state 0A = LISTEN, inode in field 9
+                    if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except OSError:
+            continue
+    return inodes
+
+
+def _holds_socket(pid, inodes):
+    """Whether process ``pid`` has one of the socket ``inodes`` open."""
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    except OSError:
+        return False
+    return False
+
+
+async def _master_pid(path, node, ssh):
+    """The pid of the live master at ``path``, or None (cached for :data:`CHECK_TTL` seconds)."""
+    now = time.monotonic()
+    cached = _CHECKED.get(path)
+    if cached and now - cached[0] < CHECK_TTL:
+        return cached[1]
+    pid = None
+    if os.path.exists(path):
+        try:
+            rc, out, err = await run_argv(legacy_control_argv(path, "check", node, ssh=ssh), timeout=10)
+            found = _MASTER_PID.search(out + err)
+            pid = int(found.group(1)) if rc == 0 and found else None
+        except asyncio.TimeoutError:
+            pass
+    _CHECKED[path] = (now, pid)
+    return pid
+
+
+async def legacy_master_serving(path, node, port, *, ssh="ssh"):
+    """Whether the original's master at ``path`` is alive and itself listens on ``port``."""
+    pid = await _master_pid(path, node, ssh)
+    if pid is None:
+        return False
+    inodes = await asyncio.to_thread(_listening_inodes, port)
+    return bool(inodes) and await asyncio.to_thread(_holds_socket, pid, inodes)
+
+
+def adopt(path, port):
+    _ADOPTED.setdefault(path, set()).add(port)
+
+
+async def release(path, node, spec, port, *, ssh="ssh", log=None):
+    """Cancel an adopted forward on the original's master; the master exits when none is left."""
+    try:
+        rc, _, err = await run_argv(legacy_control_argv(path, "cancel", node, spec, ssh=ssh), timeout=10)
+        if rc != 0 and log:
+            log.warning("Cancelling %s on the original package's ssh master %s: %s", spec, path, err.decode(errors="replace").strip()[-200:])
+    except asyncio.TimeoutError:
+        if log:
+            log.warning("Cancelling %s on the original package's ssh master %s timed out", spec, path)
+    ports = _ADOPTED.get(path, set())
+    ports.discard(port)
+    if not ports:
+        _ADOPTED.pop(path, None)
+        _CHECKED.pop(path, None)
+        try:
+            await run_argv(legacy_control_argv(path, "exit", node, ssh=ssh), timeout=10)
+            if log:
+                log.info("The original package's ssh master %s carries no adopted forward any more: it exits", path)
+        except asyncio.TimeoutError:
+            pass
+
+
+def forget(path, port):
+    """The adopted forward is gone by itself (its master stopped serving it)."""
+    ports = _ADOPTED.get(path, set())
+    ports.discard(port)
+    if not ports:
+        _ADOPTED.pop(path, None)
