@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 JUPYTERHUB ?= jupyterhub>=6.1,<7
 PYTEST_ARGS ?=
+# the original package (PyPI jupyterhub-forwardbasespawner 2.1.2) on the same JupyterHub, for the
+# upgrade-in-place tests (tests/compat/test_upgrade.py): a Hub that ran it restarts on ours
+ORIGINAL_VENV ?= $(VENV)-original
 
 BIN := $(VENV)/bin
 CHP := node_modules/.bin/configurable-http-proxy
@@ -25,12 +28,18 @@ $(BIN)/.installed: pyproject.toml | system-deps
 	$(BIN)/pip install --quiet -e '.[test,demo]' '$(JUPYTERHUB)'
 	touch $@
 
+$(ORIGINAL_VENV)/bin/.installed: | system-deps
+	$(PYTHON) -m venv $(ORIGINAL_VENV)
+	$(ORIGINAL_VENV)/bin/pip install --quiet --upgrade pip
+	$(ORIGINAL_VENV)/bin/pip install --quiet 'jupyterhub-forwardbasespawner==2.1.2' '$(JUPYTERHUB)'
+	touch $@
+
 $(CHP): package.json | system-deps
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: system-deps-test $(BIN)/.installed $(CHP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: system-deps-test $(BIN)/.installed $(ORIGINAL_VENV)/bin/.installed $(CHP)
+	FBS_ORIGINAL_VENV=$(ORIGINAL_VENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # the same suite against the oldest JupyterHub we support
 test-jupyterhub-5:
@@ -40,4 +49,4 @@ demo: $(BIN)/.installed $(CHP)
 	$(BIN)/python -m forwardbasespawner.demo
 
 clean:
-	rm -rf .venv .venv-jupyterhub-5 node_modules
+	rm -rf .venv .venv-original .venv-jupyterhub-5 .venv-jupyterhub-5-original node_modules

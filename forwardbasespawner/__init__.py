@@ -1,6 +1,9 @@
 """forwardbasespawner: a JupyterHub Spawner base for single-user servers on remote systems."""
 
 import os as _os
+import re as _re
+
+__version__ = "3.0.0.dev0"
 
 
 def _refuse_a_mixed_install():
@@ -9,10 +12,16 @@ def _refuse_a_mixed_install():
     here = _os.path.dirname(_os.path.abspath(__file__))
     foreign = [f for f in ORIGINAL_PACKAGE_FILES if _os.path.exists(_os.path.join(here, f))]
     if foreign:
+        original = "2.x"
+        try:  # read, never import: it is the other package's file
+            with open(_os.path.join(here, "_version.py")) as f:
+                original = _re.search(r"__version__\s*=\s*[\"']([^\"']+)", f.read()).group(1)
+        except (OSError, AttributeError):
+            pass
         raise ImportError(
-            f"{here} holds files of two packages: this library (distribution jupyterhub-forwardbasespawner 3.x, "
-            f"earlier also named forwardbasespawner) and the original jupyterhub-forwardbasespawner 2.x "
-            f"({', '.join(foreign)}). Uninstall both and install this library once: "
+            f"{here} holds files of two packages: this library (jupyterhub-forwardbasespawner {__version__}, "
+            f"earlier also distributed as forwardbasespawner) and the original jupyterhub-forwardbasespawner "
+            f"{original} ({', '.join(foreign)}). Uninstall both and install this library once: "
             f"pip uninstall -y jupyterhub-forwardbasespawner forwardbasespawner, delete those files if they remain, "
             f"then pip install jupyterhub-forwardbasespawner"
         )
@@ -32,8 +41,6 @@ from .api import (  # noqa: E402
     register_api_handlers,
 )
 from .spawner import ForwardBaseSpawner, StartAborted  # noqa: E402
-
-__version__ = "3.0.0.dev0"
 
 # Subclass packages of the original rely on routes appearing on import (CONTRACT.md).
 register_api_handlers()

@@ -105,12 +105,26 @@ def clean_event(event, *, max_chars=4096):
     return clean
 
 
+_SUMMARY_OPEN = "<details><summary>"
+
+
 def stamp(event, now=None):
-    """Prefix the event's text fields with a timestamp (once: an already stamped text is kept)."""
+    """Prefix the event's text fields with a timestamp, once: a text that carries one is kept.
+
+    An ``html_message`` that is a ``<details><summary>…`` block (as the original package's
+    subclasses and remote services write them) gets the timestamp inside its summary, where it
+    stays visible when the block is collapsed, as the original placed it.
+    """
     when = timestamp(now)
     for key in TEXT_FIELDS:
         text = event.get(key)
-        if text and not _TIMESTAMP_PREFIX.match(text):
+        if not text or _TIMESTAMP_PREFIX.match(text):
+            continue
+        if text.startswith(_SUMMARY_OPEN):
+            rest = text[len(_SUMMARY_OPEN):]
+            if not _TIMESTAMP_PREFIX.match(rest):
+                event[key] = f"{_SUMMARY_OPEN}{when}: {rest}"
+        else:
             event[key] = f"{when}: {text}"
     return event
 

@@ -62,8 +62,12 @@ def hub_config(hub, extra):
 class Hub:
     """One Hub + proxy in a temporary directory; ``url`` is the proxy's public URL."""
 
-    def __init__(self, directory, extra_config="", debug=True):
+    def __init__(self, directory, extra_config="", debug=True, python=None, pythonpath=None):
         self.dir = str(directory)
+        # the Hub's interpreter (another venv's, e.g. the original package's) and the PYTHONPATH it
+        # gets (default: this repo first); both may be changed between stop_hub() and start_hub()
+        self.python = python or sys.executable
+        self.pythonpath = pythonpath
         self.port = free_port()
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
@@ -94,9 +98,13 @@ class Hub:
         await self.start_hub()
 
     async def start_hub(self):
-        env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if self.pythonpath is None:
+            pythonpath = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
+        else:
+            pythonpath = self.pythonpath
+        env = {**os.environ, "PYTHONPATH": pythonpath}
         self.hub = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"] + (["--debug"] if self.debug else []),
+            [self.python, "-m", "jupyterhub", "-f", "jupyterhub_config.py"] + (["--debug"] if self.debug else []),
             cwd=self.dir, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
             start_new_session=True,
         )

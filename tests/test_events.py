@@ -189,3 +189,12 @@ def test_parse_event_only_raises_invalid_event(raw):
     except InvalidEvent:
         return
     assert set(event) <= {"progress", "failed", "ready", "message", "html_message"}
+
+
+def test_stamp_goes_inside_a_details_summary_and_never_twice():
+    # OutpostSpawner and UnicoreSpawner write "<details><summary>{now}: ...</summary>..." themselves
+    theirs = {"html_message": "<details><summary>2026-01-02 03:04:05.678: Job queued</summary>x</details>"}
+    assert stamp(dict(theirs)) == theirs
+    plain = stamp({"html_message": "<details><summary>Job queued</summary>x</details>", "message": "Job queued"})
+    assert plain["html_message"].startswith("<details><summary>2") and ": Job queued</summary>" in plain["html_message"]
+    assert plain["message"][:2] == "20" and plain["message"].endswith(": Job queued")

@@ -209,3 +209,25 @@ def test_a_refused_setuptunnel_field_names_the_config_line():
         validate_tunnel_request({"service": "n:1", "ssh_username": "root"})
     with pytest.raises(InvalidSpec, match=r"setuptunnel_allowed_nodes = \['node9'\]"):
         validate_tunnel_request({"service": "n:1", "ssh_node": "node9"})
+
+
+async def test_an_old_configs_ssh_options_become_the_endpoints_settings():
+    # the original passed every option to ssh; configurations set identity and known_hosts that way
+    spawner = make(ssh_node="jump1", ssh_forward_options={
+        "IdentityFile": "/keys/tunnel", "UserKnownHostsFile": "/keys/known_hosts", "Port": "2222",
+        "StrictHostKeyChecking": "accept-new", "ControlPath": "/tmp/control_jump1", "ServerAliveInterval": "15",
+    })  # fmt: skip
+    endpoint = await spawner.get_ssh_endpoint()
+    assert (endpoint.key, endpoint.known_hosts, endpoint.port) == ("/keys/tunnel", "/keys/known_hosts", 2222)
+    assert endpoint.strict_host_key_checking == "accept-new"
+    assert endpoint.options == (("ServerAliveInterval", "15"),)
+    spawner = make(ssh_node="jump1", ssh_forward_options={"StrictHostKeyChecking": "no"})
+    with pytest.raises(InvalidSpec, match="ssh_strict_host_key_checking"):
+        await spawner.get_ssh_endpoint()
+
+
+async def test_ssh_options_from_a_caller_stay_on_the_allow_list():
+    spawner = make(ssh_node="jump1")
+    spawner.port_forward_info["ssh_forward_options"] = {"IdentityFile": "/root/.ssh/id_rsa"}
+    with pytest.raises(InvalidSpec, match="not taken from ssh options"):
+        await spawner.get_ssh_endpoint()

@@ -35,7 +35,13 @@ class SetupTunnelAPIHandler(APIHandler):
         require_starting_or_running(spawner)
 
         previous = dict(spawner.port_forward_info)
-        if previous.get("service") and any(previous.get(k) != v for k, v in request.items()):
+        moved = any(previous.get(k) != v for k, v in request.items())
+        if not moved and await spawner.tunnel_is_up():
+            # the same call again (a retrying start script, a job restarted by its scheduler)
+            self.set_status(204)
+            self.finish()
+            return
+        if previous.get("service") and moved:
             await spawner.run_ssh_forward_remove(delete_svc=False)  # the target moved
         spawner.port_forward_info.update(request)
         try:

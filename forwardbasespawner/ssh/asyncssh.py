@@ -62,7 +62,7 @@ class AsyncsshMaster(Master):
                     self.endpoint.port,
                     username=self.endpoint.user or None,
                     client_keys=[self.endpoint.key] if self.endpoint.key else (),
-                    known_hosts=args["known_hosts"],
+                    known_hosts=self.endpoint.known_hosts or args["known_hosts"],
                     encryption_algs=[c for c in args.get("ciphers", "").split(",") if c] or (),
                     keepalive_interval=int(options.get("ServerAliveInterval", args.get("alive_interval", 5))),
                     keepalive_count_max=int(options.get("ServerAliveCountMax", args.get("alive_count", 3))),

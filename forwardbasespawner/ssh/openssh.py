@@ -23,8 +23,8 @@ def connection_options(endpoint: Endpoint, *, known_hosts, strict_host_key_check
     """The ssh options of a connection to ``endpoint`` (host key checking, keep-alives, identity)."""
     argv = [
         "-o", "BatchMode=yes",
-        "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", f"StrictHostKeyChecking={strict_host_key_checking}",
+        "-o", f"UserKnownHostsFile={endpoint.known_hosts or known_hosts}",
+        "-o", f"StrictHostKeyChecking={endpoint.strict_host_key_checking or strict_host_key_checking}",
         "-o", f"ServerAliveInterval={int(alive_interval)}",
         "-o", f"ServerAliveCountMax={int(alive_count)}",
         "-o", f"ConnectTimeout={int(connect_timeout)}",

@@ -4,6 +4,7 @@ Every value is validated here, before anything reaches a command line.
 """
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -68,15 +69,52 @@ def validate_options(options):
     return tuple(sorted(checked))
 
 
+def split_original_options(options):
+    """ssh options from an *operator's* configuration written for the original package, split
+    into endpoint settings and the ssh options proper.
+
+    The original passed every option to ssh, so configurations set the identity, the known_hosts
+    file and host-key checking that way. Those map onto this library's settings for that endpoint
+    (``key``, ``port``, ``user``, ``known_hosts``, ``strict_host_key_checking``); the options of
+    the original's own ControlMaster handling are dropped (masters are run here). Host-key
+    checking is never switched off. Never used for values from API callers.
+
+    Returns ``(endpoint settings, remaining options, dropped option names)``.
+    """
+    settings, rest, dropped = {}, {}, []
+    renamed = {"IdentityFile": "key", "Port": "port", "User": "user", "UserKnownHostsFile": "known_hosts"}
+    for name, value in (options or {}).items():
+        if name in ("ControlPath", "ControlMaster", "ControlPersist"):
+            dropped.append(name)
+        elif name in renamed:
+            settings[renamed[name]] = value
+        elif name == "StrictHostKeyChecking":
+            if value not in ("yes", "accept-new"):
+                raise InvalidSpec(
+                    f"StrictHostKeyChecking={str(value)[:20]} is not possible: host keys are always checked; "
+                    f"use {LEGACY_OPTION_LINES[name]}"
+                )
+            settings["strict_host_key_checking"] = value
+        else:
+            rest[name] = value
+    return settings, rest, dropped
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """One SSH identity on one jump node: what a ControlMaster connects to."""
+    """One SSH identity on one jump node: what a ControlMaster connects to.
+
+    ``known_hosts`` and ``strict_host_key_checking`` are empty for the Hub-wide settings, or this
+    endpoint's own (from a configuration written for the original package).
+    """
 
     host: str
     port: int = 22
     user: str = ""
     key: str = ""
     options: tuple = field(default_factory=tuple)
+    known_hosts: str = ""
+    strict_host_key_checking: str = ""
 
     def __post_init__(self):
         try:
@@ -90,11 +128,19 @@ class Endpoint:
             raise InvalidSpec("the ssh key must be an absolute path")
         if isinstance(self.options, dict):
             object.__setattr__(self, "options", validate_options(self.options))
+        if self.known_hosts and (
+            not isinstance(self.known_hosts, str) or not self.known_hosts.startswith("/") or "\0" in self.known_hosts
+            or os.path.realpath(self.known_hosts) == "/dev/null"
+        ):  # fmt: skip
+            raise InvalidSpec("the known_hosts file must be an absolute path of a real file")
+        if self.strict_host_key_checking not in ("", "yes", "accept-new"):
+            raise InvalidSpec('StrictHostKeyChecking is "yes" or "accept-new"')
 
     @property
     def id(self):
         """A short stable name for this endpoint (ControlPath names have a length limit)."""
-        text = "\0".join([self.host, str(self.port), self.user, self.key, repr(self.options)])
+        text = "\0".join([self.host, str(self.port), self.user, self.key, repr(self.options),
+                           self.known_hosts, self.strict_host_key_checking])  # fmt: skip
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def describe(self):

@@ -1,6 +1,7 @@
 """The SSH side of ForwardBaseSpawner: its traits and the hub → server forward."""
 
 import asyncio
+import dataclasses
 import os
 import tempfile
 import weakref
@@ -15,7 +16,7 @@ from . import legacy
 from .asyncssh import AsyncsshMaster
 from .openssh import ControlMaster, ForwardError, TunnelError, remote_command_argv, run_argv
 from .ports import allocate_port
-from .spec import Endpoint, Forward, InvalidSpec
+from .spec import Endpoint, Forward, InvalidSpec, split_original_options
 from .supervisor import TunnelManager
 
 _MANAGERS = weakref.WeakKeyDictionary()  # event loop -> {control dir: TunnelManager}
@@ -569,15 +570,22 @@ class SSHTunnels(LoggingConfigurable):
         host = await self._setting(node, info)
         if not host:
             raise InvalidSpec(f"no {node} is configured for the tunnel")
-        port = await self._setting(port, info)
-        return Endpoint(
-            host=host,
-            # the original package's forms: a port as a string, None for "not set"
-            port=int(port) if isinstance(port, str) and port.strip().isdigit() else (port or 22),
+        settings = dict(
+            port=await self._setting(port, info),
             user=await self._setting(username, info) or "",
             key=await self._setting(key, info) or "",
-            options=dict(await self._setting(options, info) or {}),
         )
+        if options in info:  # from a caller (or an old state row): only the allow-listed options
+            ssh_options = dict(info[options] or {})
+        else:  # the operator's: the original package's vocabulary is understood
+            original, ssh_options, dropped = split_original_options(dict(await resolve(getattr(self, options), self, info) or {}))
+            settings.update(original)
+            if dropped:
+                self.log.debug("%s: ssh options %s are not needed here (masters are run by this library)", options, dropped)
+        port = settings["port"]
+        # the original package's forms: a port as a string, None for "not set"
+        settings["port"] = int(port) if isinstance(port, str) and port.strip().isdigit() else (port or 22)
+        return Endpoint(host=host, options=ssh_options, **settings)
 
     async def get_ssh_endpoint(self):
         """The jump node and identity for this server's tunnel hub → server."""
@@ -586,7 +594,7 @@ class SSHTunnels(LoggingConfigurable):
         )
         if self.ssh_node_mapping is not None:
             mapped = await resolve(self.ssh_node_mapping, self, endpoint.host)
-            endpoint = Endpoint(mapped, endpoint.port, endpoint.user, endpoint.key, endpoint.options)
+            endpoint = dataclasses.replace(endpoint, host=mapped)
         return endpoint
 
     def _local_forward(self, port):
@@ -810,6 +818,21 @@ class SSHTunnels(LoggingConfigurable):
             return None if self._legacy_forward else manager.is_failed(forward)
         except (TunnelError, InvalidSpec) as e:
             return str(e)
+
+    async def tunnel_is_up(self):
+        """Whether this server's forward to ``port_forward_info["service"]`` is wanted and working
+        (on a master of ours, or adopted from the original package's)."""
+        if not (self._tunnel_open and self.port and "service" in self.port_forward_info) or self.ssh_custom_forward:
+            return False
+        if self._legacy_forward:
+            return True
+        try:
+            endpoint = await self.get_ssh_endpoint()
+        except InvalidSpec:
+            return False
+        forward = self._local_forward(self.port)
+        manager = self.tunnel_manager()
+        return manager.wants(endpoint, forward) and not manager.is_failed(forward)
 
     # ------------------------------------------------------------ after an upgrade from the original
     _legacy_forward = None  # (control socket, spec) of a forward the original's master still serves
