@@ -8,7 +8,7 @@ from contextlib import aclosing
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import url_escape_path, url_path_join
 from tornado import web
-from traitlets import Bool, Callable, Dict, Float, Integer, Unicode, Union, default
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from .addresses import format_url, parse_server_address
 from .events import EventLog, describe_exception

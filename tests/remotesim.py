@@ -13,24 +13,18 @@ environment the base builds (events URL, token). ``user_options`` steer the scen
 
 import asyncio
 import os
-import signal
 import sys
 import uuid
 
 from tornado import web
 
 from forwardbasespawner import ForwardBaseSpawner
+from tests.processes import process_alive, stop_process_group
 from forwardbasespawner.demo.sshhost import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def process_alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
 class SimulatedRemoteSpawner(ForwardBaseSpawner):
@@ -73,19 +67,7 @@ class SimulatedRemoteSpawner(ForwardBaseSpawner):
     async def _stop(self, now=False, **kwargs):
         if not self.pid:
             return
-        try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        for _ in range(50):
-            if not process_alive(self.pid):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        await stop_process_group(self.pid)
         self.pid = 0
 
     def get_state(self):

@@ -4,7 +4,7 @@ import asyncio
 import os
 import weakref
 
-from traitlets import Bool, Callable, Dict, Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..hooks import Hook, resolve, value_or_callable

@@ -7,11 +7,11 @@ import tempfile
 import weakref
 from urllib.parse import urlsplit
 
-from traitlets import Bool, Callable, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..addresses import parse_server_address
-from ..hooks import Hook, PortNumber, resolve, settle, value_or_callable
+from ..hooks import Hook, PortNumber, resolve, value_or_callable
 from . import legacy
 from .asyncssh import AsyncsshMaster
 from .openssh import ControlMaster, ForwardError, TunnelError, remote_command_argv, run_argv

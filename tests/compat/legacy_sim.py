@@ -17,7 +17,6 @@ holds only this file.
 
 import asyncio
 import os
-import signal
 import sys
 import uuid
 
@@ -25,14 +24,9 @@ from jupyterhub.utils import random_port
 from traitlets import Unicode
 
 from forwardbasespawner import ForwardBaseSpawner
+from processes import process_alive, stop_process_group  # copied beside this module by the test
 
 
-def process_alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class LegacySimSpawner(ForwardBaseSpawner):
@@ -75,19 +69,7 @@ class LegacySimSpawner(ForwardBaseSpawner):
     async def _stop(self, now=False, **kwargs):
         if not self.pid:
             return
-        try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        for _ in range(50):
-            if not process_alive(self.pid):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        await stop_process_group(self.pid)
         self.pid = 0
 
     def get_state(self):

@@ -47,6 +47,7 @@ import aiohttp
 from aiohttp import web
 
 from forwardbasespawner.demo.sshhost import free_port
+from tests.processes import process_alive
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER_SCRIPT = os.path.join(HERE, "outpost_server.py")
@@ -54,12 +55,6 @@ CREDENTIALS = ("jupyterhub", "outpost-secret")
 BASIC_AUTH = "Basic " + base64.b64encode(":".join(CREDENTIALS).encode()).decode()
 
 
-def process_alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def kube_raw_event(pod, reason, message, type_="Normal"):

@@ -287,6 +287,7 @@ async def test_upgrade_in_place(master, original_venv, sshd, ssh_files, tmp_path
     legacy_dir = tmp_path / "legacy"
     legacy_dir.mkdir()
     shutil.copy(os.path.join(HERE, "legacy_sim.py"), legacy_dir / "legacy_sim.py")
+    shutil.copy(os.path.join(TESTS, "processes.py"), legacy_dir / "processes.py")
     hub_dir = tmp_path / "hub"
     # only the legacy module on the path: the repo there would make the original venv import OUR package
     hub = Hub(hub_dir, legacy_config(sshd, key, known_hosts), python=original_venv, pythonpath=str(legacy_dir))
