@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Debian 12, root or sudo-less CI):
 #   make demo   a real JupyterHub spawning Jupyter servers on a "remote" host over SSH tunnels
 #   make test   the test suite against real components
+# and `make docs` builds the documentation into docs/_build/html (nitpicky, warnings are errors).
 # Each does its own set-up: system packages, the node proxy, a virtualenv.
 
 PYTHON ?= python3
@@ -14,13 +15,16 @@ ORIGINAL_VENV ?= $(VENV)-original
 BIN := $(VENV)/bin
 CHP := node_modules/.bin/configurable-http-proxy
 
-.PHONY: test test-jupyterhub-5 demo system-deps system-deps-test clean
+.PHONY: test test-jupyterhub-5 demo docs system-deps system-deps-test system-deps-docs clean
 
 system-deps:
 	@./.ci/system-deps
 
 system-deps-test:
 	@./.ci/system-deps test
+
+system-deps-docs:
+	@./.ci/system-deps docs
 
 $(BIN)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +49,20 @@ test: system-deps-test $(BIN)/.installed $(ORIGINAL_VENV)/bin/.installed $(CHP)
 test-jupyterhub-5:
 	$(MAKE) test VENV=.venv-jupyterhub-5 JUPYTERHUB='jupyterhub>=5.4,<5.5'
 
+$(BIN)/.installed-docs: pyproject.toml $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: system-deps-docs $(BIN)/.installed-docs
+	rm -rf docs/_build/html
+	$(BIN)/sphinx-build -n -W --keep-going -b html docs/source docs/_build/html
+
+# As root (a fresh machine, a container) the demo's servers would run as root: it refuses that
+# unless asked, and `make demo` asks for it there, saying so.
+DEMO_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 demo: $(BIN)/.installed $(CHP)
-	$(BIN)/python -m forwardbasespawner.demo
+	$(BIN)/python -m forwardbasespawner.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf .venv .venv-original .venv-jupyterhub-5 .venv-jupyterhub-5-original node_modules

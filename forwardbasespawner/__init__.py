@@ -42,7 +42,7 @@ from .api import (  # noqa: E402
 )
 from .spawner import ForwardBaseSpawner, StartAborted  # noqa: E402
 
-# Subclass packages of the original rely on routes appearing on import (CONTRACT.md).
+# Subclass packages of the original rely on routes appearing on import (docs/source/design.md).
 register_api_handlers()
 
 __all__ = [

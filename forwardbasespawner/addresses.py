@@ -4,8 +4,10 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-# RFC 1123 host names: labels of letters, digits and inner hyphens, dot separated
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+# RFC 1123 host names: labels of ASCII letters, digits and inner hyphens, dot separated. Always
+# used with fullmatch: a `$` would let a trailing newline through ("node1\n").
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_ASCII_DIGITS = re.compile(r"[0-9]{1,5}")
 
 
 class InvalidAddress(ValueError):
@@ -13,26 +15,34 @@ class InvalidAddress(ValueError):
 
 
 def validate_host(host):
-    """Return ``host`` if it is a host name or an IP address (IPv6 without brackets), else raise."""
+    """Return ``host`` if it is a host name or an IP address (IPv6 without brackets), else raise.
+
+    IPv6 zone ids (``fe80::1%eth0``) are refused: Python accepts almost anything after the ``%``
+    (``fd00::1%x@127.0.0.2``), and ssh would read such a "host" as ``user@host``.
+    """
     if not isinstance(host, str) or not host:
         raise InvalidAddress("the host is empty")
+    if not host.isascii() or not host.isprintable():
+        raise InvalidAddress(f"not a valid host name or IP address: {host[:100]!r}")
+    if "%" in host:
+        raise InvalidAddress(f"IPv6 zone ids are not accepted: {host[:100]!r}")
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
-    if not _HOSTNAME.match(host):
+    if not _HOSTNAME.fullmatch(host):
         raise InvalidAddress(f"not a valid host name or IP address: {host[:100]!r}")
     return host
 
 
 def validate_port(port):
     """Return ``port`` as an int if it is 1–65535, else raise."""
-    if isinstance(port, bool):
+    if isinstance(port, bool) or not isinstance(port, (int, str)):
         raise InvalidAddress("the port must be a number")
-    try:
-        value = int(port)
-    except (TypeError, ValueError):
-        raise InvalidAddress(f"the port must be a number, not {str(port)[:20]!r}") from None
+    # int() would take " 22\n", "２２" (full-width) and "٢٢" (Arabic-Indic): only ASCII digits are a port
+    if isinstance(port, str) and not _ASCII_DIGITS.fullmatch(port):
+        raise InvalidAddress(f"the port must be a number, not {port[:20]!r}")
+    value = int(port)
     if not 1 <= value <= 65535:
         raise InvalidAddress(f"the port must be between 1 and 65535, not {value}")
     return value
@@ -49,6 +59,9 @@ def parse_server_address(address, default_scheme="http"):
     if not isinstance(address, str) or not address.strip():
         raise InvalidAddress("the address is empty")
     text = address.strip()
+    if not text.isascii() or not text.isprintable():
+        # urlsplit silently drops tabs and newlines inside ("127.0.0.1:8\n0" would be port 80)
+        raise InvalidAddress(f"the address has control or non-ASCII characters: {address[:100]!r}")
     if "://" not in text:
         text = f"{default_scheme}://{text}"
     try:

@@ -307,17 +307,39 @@ class EventLog(list, metaclass=_ComparesEqualToList):
         changed.set()
 
     def _trim(self, keep=None):
-        while len(self) > self.max_count or self._bytes > self.max_bytes:
+        """Hold the caps: drop the oldest non-terminal event; when only terminal events are left,
+        the oldest of those (so the newest terminal event goes last). The newest event (``keep``)
+        always stays, and the caps hold whatever is appended (terminal events used to escape them)."""
+        while (len(self) > self.max_count or self._bytes > self.max_bytes) and len(self) > 1:
+            victim = None
             for i, meta in enumerate(self._meta):
                 if meta is not keep and not is_terminal(list.__getitem__(self, i)):
-                    del self[i]
+                    victim = i
                     break
-            else:
-                return  # only terminal events (and the new one) are left
+            if victim is None:
+                # only terminal events besides the newest: the oldest goes (the newest terminal last)
+                terminal = [i for i, meta in enumerate(self._meta) if meta is not keep]
+                if not terminal:
+                    return
+                victim = terminal[0]
+            del self[victim]
+
+    def terminal_events(self):
+        """The terminal (``failed`` or ``ready``) events of this spawn, oldest first."""
+        return [event for event in self if is_terminal(event)]
+
+
+#: what users see when ssh failed: ssh's own words (user@host, key paths, the node's errors) are
+#: for the Hub's log, where the spawner writes them
+TUNNEL_FAILED_MESSAGE = "the tunnel to the server could not be set up (an administrator finds the reason in the Hub's log)"
 
 
 def describe_exception(exc):
-    """A clean, user-facing one-line reason for a failed start (never a traceback)."""
+    """A clean, user-facing one-line reason for a failed start (never a traceback, never ssh's stderr)."""
+    from .ssh.openssh import TunnelError
+
+    if isinstance(exc, TunnelError):
+        return TUNNEL_FAILED_MESSAGE
     message = getattr(exc, "jupyterhub_message", None)
     if not message and hasattr(exc, "status_code"):  # tornado HTTPError, with or without reason
         log_message = getattr(exc, "log_message", None)

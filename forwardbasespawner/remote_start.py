@@ -1,9 +1,12 @@
-"""The start script RemoteSSHSpawner runs on the remote host (standard library only).
+"""The start script RemoteSSHSpawner runs on the remote host: Python 3 and its standard library only.
 
-    python3 -m forwardbasespawner.remote_start start -- jupyterhub-singleuser [args...]
+    python3 -I remote_start.py start -- jupyterhub-singleuser [args...]
         reads the server's environment as JSON on stdin, starts a detached supervisor, prints its PID
-    python3 -m forwardbasespawner.remote_start status PID      exit 0 while it runs, 1 when not
-    python3 -m forwardbasespawner.remote_start stop PID        stops it and its server
+    python3 -I remote_start.py status PID      exit 0 while it runs, 1 when not
+    python3 -I remote_start.py stop PID        stops it and its server
+
+RemoteSSHSpawner does not need this file on the remote host: by default it sends this source over
+the ssh session (``python3 -I -c ...``). It never imports anything but the standard library.
 
 The supervisor posts progress events to JUPYTERHUB_EVENTS_URL, starts the server on a free local
 port, waits until it answers, then tells the Hub where it listens (JUPYTERHUB_SETUPTUNNEL_URL). The
@@ -17,16 +20,28 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: the 3xx answer becomes an HTTPError, the token goes nowhere else."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def post(url, body, token):
+    """POST ``body`` as JSON with the token; the HTTP status, or 0 when the Hub was not reached."""
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), method="POST",
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
     )  # fmt: skip
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with _OPENER.open(request, timeout=30) as response:
             return response.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -138,7 +153,7 @@ def main(argv):
         if argv[0] == "status":
             return 0 if alive(pid) else 1
         return stop(pid)
-    print(__doc__, file=sys.stderr)
+    print(__doc__ or "usage: start -- COMMAND ... | status PID | stop PID", file=sys.stderr)
     return 2
 
 

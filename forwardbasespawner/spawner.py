@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+import time
 import uuid
 from contextlib import aclosing
 
@@ -15,6 +16,8 @@ from .events import EventLog, describe_exception
 from .hooks import Hook, resolve, resolve_sync, resolve_sync_or_awaitable, settle, value_or_callable
 from .k8s.services import KubernetesServices
 from .original_methods import OriginalMethods
+from .policy import APIPolicy
+from .ssh.metrics import TUNNEL_EVENTS
 from .ssh.tunnels import SSHTunnels
 
 
@@ -31,7 +34,7 @@ class StartAborted(Exception):
         self.jupyterhub_message = message
 
 
-class ForwardBaseSpawner(OriginalMethods, SSHTunnels, KubernetesServices, Spawner):
+class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServices, Spawner):
     """Base class for spawners whose single-user servers run on another system.
 
     Subclasses implement three coroutines:
@@ -303,6 +306,7 @@ class ForwardBaseSpawner(OriginalMethods, SSHTunnels, KubernetesServices, Spawne
         self._tunnel_needs_restore = False
         self._start_cancelled = False
         self._exit_status = None
+        self._tunnel_broken_since = None  # monotonic time the tunnel was first seen down
         # the original package's flags, which its subclasses read and set (see the migration guide):
         # stop() has run for this server (a second stop() does not reach the remote side again)
         self.already_stopped = False
@@ -471,6 +475,20 @@ class ForwardBaseSpawner(OriginalMethods, SSHTunnels, KubernetesServices, Spawne
         task.cancel()
         return True
 
+    async def start_call_outcome(self, timeout):
+        """Wait up to ``timeout`` seconds for the subclass's ``_start()`` to return; then say how it
+        went: "done" (or no start under way), "failed", "cancelled", or "running" (still under way)."""
+        task = self._start_task
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=timeout)
+            if not task.done():
+                return "running"
+        if self._start_cancelled or (task is not None and task.cancelled()):
+            return "cancelled"
+        if task is not None and task.exception() is not None:
+            return "failed"
+        return "done"
+
     def mark_start_cancelled(self):
         """Mark a start that JupyterHub is about to cancel after ``start()`` returned as not ready."""
         self._start_cancelled = True
@@ -509,9 +527,27 @@ class ForwardBaseSpawner(OriginalMethods, SSHTunnels, KubernetesServices, Spawne
             self.log.exception("Checking the tunnel of %s failed", self._log_id)
             broken = f"the tunnel check failed: {e}"
         if broken:
-            self.log.error("Tunnel of %s is down for good: %s; stopping the server", self._log_id, broken)
-            await self._end_by_itself(1, f"The connection to the server was lost: {broken}")
+            # a lost tunnel alone never ends the server at once: it is being restored meanwhile
+            now = time.monotonic()
+            if self._tunnel_broken_since is None:
+                self._tunnel_broken_since = now
+                self.log.warning(
+                    "Tunnel of %s is down (%s); restoring it, the server is given up after %ss",
+                    self._log_id, broken, self.ssh_tunnel_grace,
+                )  # fmt: skip
+            if now - self._tunnel_broken_since < self.ssh_tunnel_grace:
+                return None
+            self.log.error("Tunnel of %s stayed down for %ss: %s; stopping the server", self._log_id, self.ssh_tunnel_grace, broken)
+            TUNNEL_EVENTS.labels(node=self.tunnel_node or "", event="given_up").inc()
+            # ssh's own words (user names, hosts) stay in the log; the user gets a plain reason
+            minutes = max(1, round(self.ssh_tunnel_grace / 60))
+            await self._end_by_itself(
+                1, f"The connection to the server was lost and could not be restored within {minutes} min."
+            )
             return 1
+        if self._tunnel_broken_since is not None:
+            self.log.info("Tunnel of %s is back", self._log_id)
+            self._tunnel_broken_since = None
         decision = await self.run_pre_poll_hook()
         if decision is False:
             return None

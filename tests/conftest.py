@@ -9,6 +9,11 @@ from tests.k8sapi import KubernetesAPI
 from forwardbasespawner.demo.sshhost import SSHServer
 
 
+# every answer of the four routes that any test receives through Hub.request is checked against
+# the documented OpenAPI spec (docs/source/_static/rest-api.yml)
+pytest_plugins = ["tests.rest_api_check"]
+
+
 def pytest_configure(config):
     if not os.path.exists(CHP):
         raise pytest.UsageError(f"{CHP} is missing: run `make test` (it installs configurable-http-proxy)")

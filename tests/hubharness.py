@@ -5,6 +5,7 @@ proxy and the servers' routes stay. Every process is stopped by PID.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -136,6 +137,13 @@ class Hub:
         await self.stop_hub()
         await self.start_hub()
 
+    def kill_hub(self):
+        """SIGKILL the Hub (a crash, an OOM kill): no clean-up of its own runs."""
+        if self.hub and self.hub.poll() is None:
+            self.hub.kill()
+            self.hub.wait()
+        self.hub = None
+
     async def close(self):
         await self.stop_hub()
         if self.proxy and self.proxy.poll() is None:
@@ -240,6 +248,37 @@ def processes_with(marker):
         except OSError:
             continue
     return found
+
+
+def ssh_processes(marker):
+    """PIDs of live ssh client processes with ``marker`` in an argument (e.g. a control directory)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open(f"/proc/{pid}/stat") as f:
+                    zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except OSError:
+                continue
+            if not zombie and argv and argv[0].endswith(b"ssh") and any(marker.encode() in a for a in argv):
+                found.append(int(pid))
+    return found
+
+
+@contextlib.asynccontextmanager
+async def running_hub(directory, config, **kwargs):
+    """A Hub with tunnels for a test module; its ssh control directory is ``<directory>/ctl``
+    (``hub.control_dir``), and no ssh process of it may outlive the Hub and its servers."""
+    hub = Hub(directory, extra_config=config, **kwargs)
+    hub.control_dir = f"{directory}/ctl"
+    try:
+        await hub.start()
+        yield hub
+    finally:
+        await hub.close()
+    assert ssh_processes(hub.control_dir) == [], "an ssh master outlived the Hub"
 
 
 def server_token(marker_prefix):

@@ -219,6 +219,12 @@ class KubernetesAPI:
         key = request.match_info["namespace"], request.match_info["name"]
         if key not in self.services:
             return status(404, "NotFound", f'services "{key[1]}" not found', key[1])
+        if request.can_read_body:  # DeleteOptions: a uid precondition, as the real API server checks it
+            options = await request.json()
+            wanted = ((options or {}).get("preconditions") or {}).get("uid")
+            if wanted and wanted != self.services[key]["metadata"]["uid"]:
+                return status(409, "Conflict", f"Precondition failed: UID in precondition: {wanted}, UID in object meta: "
+                              f"{self.services[key]['metadata']['uid']}", key[1])  # fmt: skip
         obj = self.services.pop(key)
         return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                   "details": {"name": key[1], "kind": "services", "uid": obj["metadata"]["uid"]}})  # fmt: skip

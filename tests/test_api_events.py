@@ -74,7 +74,7 @@ async def test_who_may_read(hub, world):
     for who in ("alice", "admin"):
         status, reply = await hub.request("GET", f"{EVENTS}/alice/s", token=world[who])
         assert status == 200 and reply["active"] is True and reply["ready"] is True, (who, reply)
-    # reading needs read:servers (CONTRACT.md), which a server's own token does not carry
+    # reading needs read:servers (docs/source/rest-api.md), which a server's own token does not carry
     status, reply = await hub.request("GET", f"{EVENTS}/alice/s", token=world["alice server"])
     assert status == 403 and "read:servers" in reply["message"]
 
@@ -178,7 +178,8 @@ async def test_ten_thousand_events_are_bounded_and_never_500(hub, world):
             statuses.append(status)
 
     await asyncio.gather(*(poster() for _ in range(20)))
-    assert set(statuses) == {204}
+    # the burst (200) is taken, then events_post_rate per second; the rest is told to retry (429)
+    assert set(statuses) <= {204, 429} and statuses.count(204) >= 200
     status, reply = await hub.request("GET", f"{EVENTS}/alice/s")
     assert status == 200
     assert len(reply["events"]) <= 200

@@ -47,14 +47,21 @@ def demo_processes(directory_marker):
     return found
 
 
+#: the password the running demo printed (a new one every run)
+PASSWORDS = {}
+# the demo refuses root unless asked (CI containers run as root)
+ROOT_FLAG = ["--allow-root"] if os.getuid() == 0 else []
+
+
 async def start_demo():
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "forwardbasespawner.demo", "--port", "0",
+        sys.executable, "-m", "forwardbasespawner.demo", "--port", "0", *ROOT_FLAG,
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal gives it
     )  # fmt: skip
-    url = log = None
+    url = log = password = None
     lines = []
-    while url is None or log is None:
+    while url is None or log is None or password is None:
         line = await asyncio.wait_for(proc.stdout.readline(), 90)
         if not line:
             raise RuntimeError("the demo exited:\n" + "".join(lines))
@@ -64,11 +71,14 @@ async def start_demo():
             url = match.group(1)
         if match := re.search(r"Log\s+(\S+)/jupyterhub.log", text):
             log = match.group(1)
+        if match := re.search(r"password: (\S+)", text):
+            password = match.group(1)
+    PASSWORDS[url] = password
     return proc, url, log
 
 
 async def stop_demo(proc):
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
     out = await asyncio.wait_for(proc.stdout.read(), 60)
     await asyncio.wait_for(proc.wait(), 60)
     return proc.returncode, out.decode()
@@ -98,7 +108,7 @@ async def logged_in_page(browser, url, user):
     page = await context.new_page()
     await page.goto(f"{url}/hub/login")
     await page.fill("#username_input", user)
-    await page.fill("#password_input", "demo")
+    await page.fill("#password_input", PASSWORDS[url])
     if SHOTS and user == "alice":
         await page.screenshot(path=os.path.join(SHOTS, "login.png"))
     await page.click("#login_submit")
@@ -145,6 +155,52 @@ async def test_demo_command_answers_and_exits_cleanly_on_sigint():
         code, out = await stop_demo(proc)
     assert code == 0 and "Stopped." in out
     assert demo_processes(directory) == []
+    # the password is this run's, not a public one
+    assert PASSWORDS[url] != "demo" and len(PASSWORDS[url]) >= 16
+
+
+async def test_ctrl_c_with_a_server_running_stops_everything(browser):
+    proc, url, directory = await start_demo()
+    try:
+        page = await logged_in_page(browser, url, "ctrlc")
+        await start_from_form(page, url)
+        await page.wait_for_url(re.compile(r".*/user/ctrlc/lab.*"), timeout=90000)
+        running = demo_processes(directory)
+        assert any(b"jupyterhub-singleuser" in open(f"/proc/{pid}/cmdline", "rb").read() for pid in running)
+        await page.context.close()
+    finally:
+        code, out = await stop_demo(proc)  # the server is still running
+    assert code == 0, out
+    # the Hub, the proxy, the sshd, the remote start script's supervisor and the Jupyter server
+    assert demo_processes(directory) == [], out
+
+
+async def test_demo_refuses_root_without_allow_root_and_warns_on_a_public_ip(tmp_path):
+    """As root (CI), the demo exits with a reason; as anyone, a non-loopback --ip is warned about.
+    Run without starting anything further: the root check comes first, the warning before the Hub."""
+    from forwardbasespawner.demo import __main__ as demo_main
+
+    if os.getuid() == 0:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "forwardbasespawner.demo", "--port", "0",
+            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+        assert proc.returncode != 0 and "--allow-root" in out
+    config = demo_main.hub_config(str(tmp_path), "127.0.0.1", 1, _FakeSSHD(), "chp", "pw-123", allow_root=False)
+    assert "--allow-root" not in config and "pw-123" in config and "'demo'" not in config
+    # --allow-root reaches jupyterhub-singleuser only where it is needed: when the demo runs as root
+    allowed = demo_main.hub_config(str(tmp_path), "127.0.0.1", 1, _FakeSSHD(), "chp", "p", allow_root=True)
+    assert ("--allow-root" in allowed) == (os.getuid() == 0)
+    assert demo_main.new_password() != demo_main.new_password()
+    assert demo_main.is_loopback("127.0.0.1") and demo_main.is_loopback("::1") and not demo_main.is_loopback("0.0.0.0")
+
+
+class _FakeSSHD:
+    port = 22
+    user = "u"
+    client_key = "/k"
+    known_hosts = "/kh"
 
 
 async def test_spawn_shows_progress_and_jupyter_answers_through_the_tunnel(demo, browser):

@@ -198,3 +198,13 @@ def test_stamp_goes_inside_a_details_summary_and_never_twice():
     plain = stamp({"html_message": "<details><summary>Job queued</summary>x</details>", "message": "Job queued"})
     assert plain["html_message"].startswith("<details><summary>2") and ": Job queued</summary>" in plain["html_message"]
     assert plain["message"][:2] == "20" and plain["message"].endswith(": Job queued")
+
+
+def test_describe_exception_keeps_ssh_stderr_from_users():
+    from forwardbasespawner.ssh.openssh import ForwardError, TunnelError
+
+    for error in (TunnelError("ssh to tunnel@login1:22 failed: Permission denied (publickey) /srv/keys/k"),
+                  ForwardError("bind [127.0.0.1]:4000: Address already in use")):  # fmt: skip
+        text = describe_exception(error)
+        assert "login1" not in text and "/srv/keys" not in text and "127.0.0.1" not in text
+        assert "Hub's log" in text

@@ -62,7 +62,9 @@ async def test_another_exit_code_fails_the_start_with_the_nodes_reason(sshd, nod
     spawner = spawner_for(sshd, key)
     with pytest.raises(TunnelError, match="no route to the hub"):
         await spawner.start()
-    assert "no route to the hub" in spawner.events[-1]["message"]
+    # the node's own words go to the log, the user gets a plain reason
+    assert "could not be set up" in spawner.events[-1]["message"]
+    assert "no route to the hub" not in spawner.events[-1]["message"]
     await spawner.stop()
     assert calls.read_text().splitlines()[-1] == "stop"
     assert os.path.exists(key)

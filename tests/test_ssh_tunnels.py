@@ -8,10 +8,18 @@ import signal
 import pytest
 
 from forwardbasespawner.ssh.asyncssh import AsyncsshMaster
-from forwardbasespawner.ssh.openssh import ControlMaster, ForwardError, TunnelError, control_argv, master_argv
+from forwardbasespawner.ssh.openssh import (
+    ControlMaster,
+    ForwardError,
+    TunnelError,
+    control_argv,
+    master_argv,
+    run_argv,
+)
 from forwardbasespawner.ssh.ports import allocate_port, port_is_free
 from forwardbasespawner.ssh.spec import Endpoint, Forward
 from forwardbasespawner.ssh.supervisor import TunnelManager
+from tests.hubharness import ssh_processes  # noqa: F401 (also imported from here)
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger("test-ssh")
@@ -53,20 +61,6 @@ def endpoint_of(sshd, **kw):
     return Endpoint(host="127.0.0.1", port=sshd.port, user=sshd.user, key=sshd.client_key, **kw)
 
 
-def ssh_processes(marker):
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-                with open(f"/proc/{pid}/stat") as f:
-                    zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
-            except OSError:
-                continue
-            if not zombie and argv and argv[0].endswith(b"ssh") and any(marker.encode() in a for a in argv):
-                found.append(int(pid))
-    return found
 
 
 async def fetch(port):
@@ -89,13 +83,25 @@ async def eventually(check, timeout=15):
     raise AssertionError(f"{check.__name__} did not become true in {timeout}s")
 
 
+def test_an_operators_keep_alive_and_ciphers_take_effect_with_openssh(tmp_path):
+    # ask ssh itself which values it would use (ssh -G prints the resulting configuration)
+    import subprocess
+
+    endpoint = Endpoint(host="node1.example.org", options={"ServerAliveInterval": 15, "Ciphers": "aes256-ctr"})
+    argv = master_argv(endpoint, str(tmp_path / "ctl"), known_hosts=str(tmp_path / "kh"), ciphers="aes128-gcm@openssh.com")
+    config = subprocess.run(["ssh", "-G", *argv[1:]], capture_output=True, text=True, check=True).stdout.lower()
+    assert "serveraliveinterval 15" in config and "ciphers aes256-ctr" in config
+
+
 def test_argv_builders_pass_values_as_single_arguments():
     endpoint = Endpoint(host="node1.example.org", port=2222, user="tunnel", key="/keys/id", options={"ServerAliveInterval": 15})
     argv = master_argv(endpoint, "/ctl/abc", known_hosts="/kh")
     assert argv[0] == "ssh" and argv[-2:] == ["--", "node1.example.org"]
     assert "UserKnownHostsFile=/kh" in argv and "StrictHostKeyChecking=yes" in argv
     assert argv[argv.index("-i") + 1] == "/keys/id" and argv[argv.index("-l") + 1] == "tunnel"
-    assert "ServerAliveInterval=15" in argv
+    # ssh keeps the first value it reads: the operator's option must come before the library's own
+    alive = [a for a in argv if a.startswith("ServerAliveInterval=")]
+    assert alive[0] == "ServerAliveInterval=15" and len(alive) == 2
     forward = Forward("L", "127.0.0.1", 40000, "10.0.0.5", 8888)
     assert control_argv(endpoint, "/ctl/abc", "forward", forward) == [
         "ssh", "-S", "/ctl/abc", "-O", "forward", "-L", "127.0.0.1:40000:10.0.0.5:8888", "--", "node1.example.org",
@@ -138,7 +144,8 @@ async def test_killed_master_comes_back_with_its_forwards(manager, sshd, backend
         return all([await fetch(p) == f"hello from {backend}\n" for p in ports])
 
     await eventually(all_flow_again)
-    assert manager.restores >= 1
+    # the forwards flow as soon as ssh re-added them; the restore is counted when it returns
+    await eventually(lambda: asyncio.sleep(0, manager.restores >= 1))
 
 
 async def test_sshd_restart_heals_the_tunnel(manager, sshd, backend):
@@ -204,13 +211,23 @@ async def test_remote_forward_reports_its_port(manager, sshd, backend):
     await eventually(lambda: asyncio.sleep(0, port_is_free("127.0.0.1", allocated)))
 
 
-async def test_rebuild_node_restores_everything(manager, sshd, backend):
+async def test_rebuild_node_leaves_a_healthy_master_and_restores_a_broken_one(manager, sshd, backend):
     ports = [allocate_port() for _ in range(10)]
-    for p in ports:
-        await manager.add(endpoint_of(sshd), Forward("L", "127.0.0.1", p, "127.0.0.1", backend))
+    forwards = [Forward("L", "127.0.0.1", p, "127.0.0.1", backend) for p in ports]
+    for forward in forwards:
+        await manager.add(endpoint_of(sshd), forward)
     (before,) = sshd.session_pids()
-    restored, failed = await manager.rebuild_node("127.0.0.1")
-    assert (restored, failed) == (10, 0)
+    # healthy: rebuilding would cut every connection through it
+    assert await manager.rebuild_node("127.0.0.1") == (0, 0, 1)
+    assert sshd.session_pids() == [before]
+    # one forward lost behind the supervisor's back: the master is rebuilt with all ten
+    (master,) = manager.masters.values()
+    if manager.backend == "openssh":
+        await run_argv(control_argv(master.endpoint, master.control_path, "cancel", forwards[0]))
+    else:
+        master.listeners.pop(forwards[0]).close()
+    await eventually(lambda: asyncio.sleep(0, port_is_free("127.0.0.1", ports[0])))
+    assert await manager.rebuild_node("127.0.0.1") == (10, 0, 0)
     assert sshd.session_pids() not in ([], [before]), "a new connection carries the forwards"
     assert all([await fetch(p) == f"hello from {backend}\n" for p in ports])
 
@@ -243,3 +260,65 @@ async def test_one_bad_forward_in_a_batch_fails_alone(manager, sshd, backend):
     assert [isinstance(r, ForwardError) for r in results] == [False] * 4 + [True]
     assert all([await fetch(p) == f"hello from {backend}\n" for p in ports[:4]])
     assert not manager.wants(endpoint, Forward("L", "127.0.0.1", busy, "127.0.0.1", backend))
+
+
+@pytest.mark.parametrize("master_class", [ControlMaster, AsyncsshMaster], ids=["openssh", "asyncssh"])
+async def test_accept_new_learns_a_new_key_once_and_refuses_a_changed_one(sshd, backend, tmp_path, master_class):
+    """ssh_strict_host_key_checking = "accept-new" means what OpenSSH means, with both backends."""
+    known = tmp_path / "known_hosts"  # does not exist yet: the node is new
+
+    def manager():
+        return TunnelManager(
+            log, directory=str(tmp_path / "ctl"), master_args={"known_hosts": str(known), "strict_host_key_checking": "accept-new"},
+            start_timeout=10, check_interval=0.5, restore_attempts=1, idle_timeout=0, master_class=master_class,
+        )  # fmt: skip
+
+    first = manager()
+    port = allocate_port()
+    try:
+        await first.add(endpoint_of(sshd), Forward("L", "127.0.0.1", port, "127.0.0.1", backend))
+        assert await fetch(port) == f"hello from {backend}\n"
+    finally:
+        await first.close()
+    learned = known.read_text()
+    host_key = " ".join(open(os.path.join(sshd.dir, "host_key.pub")).read().split()[:2])
+    assert learned.rstrip("\n").endswith(host_key) and learned.count("\n") == 1  # (OpenSSH may hash the name)
+    # the node's key changes (a man in the middle): the learned entry no longer matches
+    other = tmp_path / "other_key"
+    os.system(f"ssh-keygen -q -t ed25519 -N '' -f {other}")
+    known.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(open(str(other) + '.pub').read().split()[:2])}\n")
+    second = manager()
+    try:
+        with pytest.raises(TunnelError):
+            await second.add(endpoint_of(sshd), Forward("L", "127.0.0.1", allocate_port(), "127.0.0.1", backend))
+    finally:
+        await second.close()
+    assert known.read_text().count("\n") == 1, "a changed key is never learned"
+
+
+async def test_a_forward_refused_on_a_fresh_master_leaves_no_master(manager, sshd, backend):
+    # the port is taken: the forward fails, and the master started for it alone must not linger
+    taken = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = taken.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TunnelError):
+            await manager.add(endpoint_of(sshd), Forward("L", "127.0.0.1", port, "127.0.0.1", backend))
+        # no master object, no ssh process, no session on the node
+        await eventually(lambda: asyncio.sleep(0, not manager.masters and not ssh_processes(manager.directory) and not sshd.session_pids()))
+    finally:
+        taken.close()
+        await taken.wait_closed()
+
+
+def test_a_control_dir_path_taken_by_someone_else_is_not_used(tmp_path, monkeypatch):
+    import tempfile
+
+    from forwardbasespawner.ssh.tunnels import default_control_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ours = tmp_path / f"fbs-ssh-{os.getuid()}"
+    assert default_control_dir() == str(ours)
+    # another local user was first: a symlink (or a directory of theirs) where ours would be
+    (tmp_path / "elsewhere").mkdir()
+    ours.symlink_to(tmp_path / "elsewhere")
+    assert default_control_dir() == os.path.join(os.path.expanduser("~"), ".cache", "fbs-ssh")

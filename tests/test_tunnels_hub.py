@@ -1,14 +1,17 @@
 """Tunnels on a real Hub: servers reached only through OpenSSH forwards via a real sshd."""
 
 import asyncio
+import contextlib
 import os
 import secrets
+import signal
 
+import aiohttp
 import pytest
 
 from forwardbasespawner.ssh.ports import port_is_free
 from tests.conftest import ssh_config
-from tests.hubharness import Hub, processes_with, server_token
+from tests.hubharness import processes_with, running_hub, server_token
 from tests.test_ssh_tunnels import ssh_processes
 
 pytestmark = pytest.mark.slow
@@ -22,6 +25,8 @@ async def hub(tmp_path_factory, sshd):
     config = ssh_config(sshd, control) + f"""
 c.SimulatedRemoteSpawner.ssh_check_interval = 1
 c.SimulatedRemoteSpawner.ssh_restore_attempts = 2
+c.SimulatedRemoteSpawner.ssh_tunnel_grace = 8
+c.SimulatedRemoteSpawner.ssh_adopt_grace = 5
 c.SimulatedRemoteSpawner.ssh_during_startup = lambda spawner: bool((spawner.user_options or {{}}).get("tunnel"))
 c.SimulatedRemoteSpawner.setuptunnel_allowed_nodes = ["127.0.0.1", "127.0.0.2"]  # nothing listens on .2
 c.SimulatedRemoteSpawner.ssh_create_remote_forward = lambda spawner, info: bool((spawner.user_options or {{}}).get("hubtunnel"))
@@ -34,14 +39,8 @@ c.JupyterHub.custom_scopes = {{"custom:sshnode:restart": {{"description": "rebui
 c.JupyterHub.services.append({{"name": "node-watcher", "api_token": {NODE_WATCHER_TOKEN!r}}})
 c.JupyterHub.load_roles.append({{"name": "node-watcher", "scopes": ["custom:sshnode:restart"], "services": ["node-watcher"]}})
 """
-    hub = Hub(directory, extra_config=config)
-    hub.control_dir = control
-    try:
-        await hub.start()
+    async with running_hub(directory, config) as hub:
         yield hub
-    finally:
-        await hub.close()
-    assert ssh_processes(control) == [], "an ssh master outlived the Hub"
 
 
 async def spawn(hub, user, server, options):
@@ -51,8 +50,11 @@ async def spawn(hub, user, server, options):
 
 
 async def answers_through_proxy(hub, user, server):
-    async with hub.session.get(f"{hub.url}/user/{user}/{server}/probe") as r:
-        return r.status == 200 and (await r.json())["marker"].startswith(f"fbs-sim-{user}-{server}-")
+    try:
+        async with hub.session.get(f"{hub.url}/user/{user}/{server}/probe", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            return r.status == 200 and (await r.json())["marker"].startswith(f"fbs-sim-{user}-{server}-")
+    except (aiohttp.ClientError, asyncio.TimeoutError):  # e.g. a hung master: connected, never answered
+        return False
 
 
 async def stop(hub, user, server):
@@ -89,22 +91,35 @@ async def test_tunnel_later_through_setuptunnel(hub, no_leaks):
     await stop(hub, "ann", "t2")
 
 
-async def test_hub_restart_restores_tunnels_before_the_check(hub, no_leaks):
+async def test_hub_restart_adopts_the_masters_and_their_forwards(hub, no_leaks):
     no_leaks.append("fbs-sim-bea-")
     for server in ("r1", "r2"):
         await spawn(hub, "bea", server, {"tunnel": True})
     for server in ("r1", "r2"):
         await hub.wait_ready("bea", server)
-    await hub.restart_hub()  # the masters die with the old Hub
+    before = ssh_processes(hub.control_dir)
+    assert len(before) == 1
+    await hub.restart_hub()  # SIGTERM: the master keeps serving, the new Hub adopts it
     for server in ("r1", "r2"):
         await hub.wait_ready("bea", server)
         assert await answers_through_proxy(hub, "bea", server)
-    log = hub.log_text()
-    for server in ("r1", "r2"):
-        restored = log.rindex(f"Restoring the tunnel of bea:{server} after a Hub restart")
-        assert restored < log.rindex(f"Verifying that bea:{server} is running"), "restore must come first"
+    assert ssh_processes(hub.control_dir) == before  # the same master: adopted, not replaced
+    assert await metric(hub, "forwardbasespawner_ssh_adoptions_total", outcome="forward") >= 2
     for server in ("r1", "r2"):
         await stop(hub, "bea", server)
+
+
+async def metric(hub, name, **labels):
+    """The sum of a Prometheus counter's samples on the Hub's /hub/metrics with these labels."""
+    async with hub.session.get(f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.admin_token}"}) as r:
+        assert r.status == 200
+        text = await r.text()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 async def test_killed_master_heals_without_an_api_call(hub, no_leaks):
@@ -131,14 +146,25 @@ async def test_node_restarted_api(hub, no_leaks):
     assert status == 403 and "custom:sshnode:restart" in reply["message"]
     status, reply = await hub.request("POST", "/recreateforward/bad;name", token=NODE_WATCHER_TOKEN)
     assert status == 400
+    # a healthy master is left alone: a rebuild would cut every connection through it
     status, reply = await hub.request("POST", "/recreateforward/127.0.0.1", token=NODE_WATCHER_TOKEN)
     assert status == 202 and reply["jump_hosts"] == ["127.0.0.1"]
+    await hub.wait_for(lambda: asyncio.sleep(0, "1 healthy masters left alone" in hub.log_text()))
+    assert ssh_processes(hub.control_dir) == [before] and await answers_through_proxy(hub, "dee", "n")
+    # a master that lost a forward (here: hung, so that its check fails) is rebuilt
+    os.kill(before, signal.SIGSTOP)
+    try:
+        status, reply = await hub.request("POST", "/recreateforward/127.0.0.1", token=NODE_WATCHER_TOKEN)
+        assert status == 202
 
-    async def rebuilt():
-        return ssh_processes(hub.control_dir) not in ([], [before]) and await answers_through_proxy(hub, "dee", "n")
+        async def rebuilt():
+            return ssh_processes(hub.control_dir) not in ([], [before]) and await answers_through_proxy(hub, "dee", "n")
 
-    await hub.wait_for(rebuilt)
-    # old callers name the system, and use GET
+        await hub.wait_for(rebuilt)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(before, signal.SIGCONT)
+    # old callers name the system, and use GET: with a token only, never a browser's cookie
     status, reply = await hub.request("GET", "/recreateforward/JUWELS", token=NODE_WATCHER_TOKEN)
     assert status == 202 and reply["jump_hosts"] == ["127.0.0.1"]
     await hub.wait_for(lambda: answers_through_proxy(hub, "dee", "n"))
@@ -204,15 +230,24 @@ async def tunnel_world(hub):
     assert processes_with("fbs-sim-eve-w-") == []
 
 
-async def test_lost_tunnel_stops_the_server_with_a_reason(hub, sshd, no_leaks):
+async def test_an_unreachable_node_ends_the_server_only_after_the_grace_period(hub, sshd, no_leaks):
     no_leaks.append("fbs-sim-fay-l-")
     await spawn(hub, "fay", "l", {"tunnel": True})
-    await hub.wait_ready("fay", "l")
+    model = await hub.wait_ready("fay", "l")
     await sshd.stop()
     try:
+        async def given_up_on_by_the_supervisor():
+            return await metric(hub, "forwardbasespawner_ssh_forwards_failed") > 0
+
+        await hub.wait_for(given_up_on_by_the_supervisor, timeout=60)
+        # the tunnel is lost, but the server itself is not ended for that (ssh_tunnel_grace = 8)
+        still = await hub.server_model("fay", "l")
+        assert still["ready"] and not still["pending"] and still["started"] == model["started"]
         await hub.wait_for(lambda: hub.wait_stopped("fay", "l"), timeout=60)
         status, reply = await hub.request("GET", "/users/progress/events/fay/l")
         assert any("connection to the server was lost" in e.get("message", "") for e in reply["events"]), reply
+        assert await metric(hub, "forwardbasespawner_tunnel_events_total", event="given_up") >= 1
+        await hub.wait_for(lambda: asyncio.sleep(0, port_is_free("127.0.0.1", model["state"]["custom_port"])))
     finally:
         await sshd.start()
 

@@ -92,12 +92,18 @@ def require_server_writer(handler, user_name, server_name):
 
 
 def check_custom_scopes(handler):
-    """Pass if the caller holds any of ``handler.required_scopes`` or is an admin (an admin user, or
-    unfiltered ``admin:servers``), else 403 naming the scopes."""
+    """Pass if the caller's token holds one of ``handler.required_scopes`` or unfiltered
+    ``admin:servers``, else 403 naming the scopes.
+
+    Only the scopes of the credential decide, never ``current_user.admin``: an admin's token
+    restricted to ``read:users:name`` (made for a script), or the OAuth token of a server an admin
+    opens, carries the admin's name but not their rights. An admin's full token has
+    ``admin:servers`` (JupyterHub's admin role) and passes.
+    """
     required = list(getattr(handler, "required_scopes", []))
     if handler.current_user is None:
         raise web.HTTPError(403, "Missing or invalid credentials.")
-    held = getattr(handler, "expanded_scopes", set())
-    if any(scope in held for scope in required) or getattr(handler.current_user, "admin", False) or "admin:servers" in held:
+    held = getattr(handler, "expanded_scopes", None) or set()
+    if any(scope in held for scope in required) or "admin:servers" in held:
         return
-    raise web.HTTPError(403, f"Requires one of the scopes: {', '.join(required)}")
+    raise web.HTTPError(403, f"Requires one of the scopes: {', '.join(required)}, or admin:servers")

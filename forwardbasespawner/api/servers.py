@@ -9,6 +9,7 @@ from ..hubdb import server_rows
 from .auth import check_custom_scopes
 
 MAX_LIMIT = 10000
+MAX_OFFSET = 2**31 - 1  # what every database takes as an OFFSET (SQLite's is 64-bit, others' are not)
 
 
 def server_id(user_id, server_name, start_id):
@@ -31,8 +32,9 @@ class ListServersAPIHandler(APIHandler):
         value = self.get_argument(name, None)
         if value is None:
             return default
-        if not value.isdigit():
-            raise web.HTTPError(400, f"'{name}' must be a non-negative integer")
+        # str.isdigit() is true for "²" and "٣", which int() refuses or reads: ASCII digits only
+        if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > MAX_OFFSET:
+            raise web.HTTPError(400, f"'{name}' must be an integer between 0 and {MAX_OFFSET}")
         return int(value)
 
     async def get(self):

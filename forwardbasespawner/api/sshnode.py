@@ -24,14 +24,21 @@ def tunnel_hosts_for(users, node):
 
 
 class SSHNodeRestartedAPIHandler(APIHandler):
-    """``POST /hub/api/recreateforward/{node}`` (GET kept for old callers).
+    """``POST /hub/api/recreateforward/{node}`` (GET kept for old callers, with a token only).
 
     Scope ``custom:sshnode:restart`` or an admin. Answers 202 at once; the rebuild runs on, at most
-    one per node at a time, and logs its outcome.
+    one per node at a time, leaves healthy masters alone, and logs its outcome.
     """
 
     required_scopes = ["custom:sshnode:restart"]
     _background = set()
+
+    async def get(self, node):
+        # JupyterHub checks no XSRF token on a GET: with a browser's cookie, a link or an <img> in
+        # a page an admin opens could trigger it. Old callers are scripts with a token.
+        if not self.get_auth_token():
+            raise web.HTTPError(403, "GET needs a token (Authorization: token ...); browsers use POST")
+        await self.post(node)
 
     async def post(self, node):
         check_custom_scopes(self)
@@ -50,13 +57,11 @@ class SSHNodeRestartedAPIHandler(APIHandler):
         self.set_status(202)
         self.finish({"node": node, "jump_hosts": sorted(hosts)})
 
-    get = post
-
     async def _rebuild(self, manager, host):
         try:
-            restored, failed = await manager.rebuild_node(host)
+            restored, failed, healthy = await manager.rebuild_node(host)
         except Exception:
             self.log.exception("Rebuilding the tunnels through %s failed", host)
             return
         log = self.log.warning if failed else self.log.info
-        log("Rebuilt tunnels through %s: %d restored, %d failed", host, restored, failed)
+        log("Rebuilt tunnels through %s: %d restored, %d failed, %d healthy masters left alone", host, restored, failed, healthy)

@@ -77,6 +77,9 @@ class SSHServer:
         self.process = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", os.path.join(self.dir, "sshd_config")],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "sshd.log"), "ab"),
+            # its own session: a Ctrl-C in the demo's terminal must not end the remote host before
+            # JupyterHub has stopped the servers on it (the demo stops it last, by PID)
+            start_new_session=True,
         )  # fmt: skip
         for _ in range(100):
             try:

@@ -129,13 +129,19 @@ class ServiceClient:
         self.log.info("Replacing Service %s/%s left from an earlier start", namespace, name)
         return await self._call(f"replacing Service {namespace}/{name}", "replace_namespaced_service", name, namespace, replacement)
 
-    async def delete_service(self, name, namespace):
-        """Delete the Service; True if it was there, False if it was already gone."""
+    async def delete_service(self, name, namespace, uid=None):
+        """Delete the Service; True if it was there, False if it was already gone.
+
+        With ``uid``, only that very object (a precondition the API server checks): a Service
+        of the same name created meanwhile, by another start or another Hub, is left alone
+        (False).
+        """
+        kwargs = {"body": {"preconditions": {"uid": uid}}} if uid else {}
         try:
-            await self._call(f"deleting Service {namespace}/{name}", "delete_namespaced_service", name, namespace)
+            await self._call(f"deleting Service {namespace}/{name}", "delete_namespaced_service", name, namespace, **kwargs)
             return True
         except ApiException as e:
-            if e.status == 404:
+            if e.status == 404 or (uid and e.status == 409):
                 return False
             raise
 

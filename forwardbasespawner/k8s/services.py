@@ -268,7 +268,11 @@ class KubernetesServices(LoggingConfigurable):
         try:
             await self.k8s_client().create_service(
                 manifest,
-                lambda existing: is_ours(existing, self.k8s_hub_id, self.user.name, self.name)
+                lambda existing: (
+                    is_ours(existing, self.k8s_hub_id, self.user.name, self.name)
+                    # another Hub's with the same (default) hub id points at other pods: not ours
+                    and dict((existing.get("spec") or {}).get("selector") or {}) == dict(selector)
+                )
                 or is_legacy_service(existing, selector),  # the original package's, after an upgrade
             )
         except ServiceConflict as e:
@@ -317,19 +321,50 @@ class KubernetesServices(LoggingConfigurable):
             tasks.pop(self.k8s_hub_id, None)
 
     async def _reconcile(self):
-        db = self.user.db
-        running = set()
-        for _, user_name, server_name, state in server_rows(db):
-            if (state or {}).get("svc_open"):
-                running.add((user_name, server_name or ""))
+        """Delete this Hub's Services whose server is not running; each one re-checked first.
+
+        A Service is deleted only if it carries this Hub's id, points at this Hub's pods (its
+        selector is ours: two Hubs left with the default ``k8s_hub_id`` in one namespace never
+        delete each other's), its server is not running in the database read just before the
+        delete nor being started here, and it is still the same object (uid precondition).
+        """
         client = self.k8s_client()
+        try:
+            selector = await self._hub_selector()
+        except Exception as e:  # without our selector nothing can be told apart: delete nothing
+            self.log.warning("Service clean-up for hub %s skipped: %s", self.k8s_hub_id, e)
+            return
         deleted = 0
         for service in await client.list_services(self.namespace, owner_selector(self.k8s_hub_id)):
-            annotations = service["metadata"].get("annotations") or {}
+            metadata = service["metadata"]
+            annotations = metadata.get("annotations") or {}
             user = annotations.get("forwardbasespawner.jupyter.org/username", "")
             server = annotations.get("forwardbasespawner.jupyter.org/servername", "")
-            if (user, server) in running or (self.k8s_hub_id, user, server) in _LIVE:
+            if not self._stray(service, user, server, selector):
                 continue
-            await client.delete_service(service["metadata"]["name"], self.namespace)
-            deleted += 1
+            current = await client.read_service(metadata["name"], self.namespace)  # it may have changed since the list
+            if current is None or current["metadata"].get("uid") != metadata.get("uid"):
+                continue
+            if not self._stray(current, user, server, selector):
+                continue
+            if await client.delete_service(metadata["name"], self.namespace, uid=metadata.get("uid")):
+                deleted += 1
         self.log.info("Service clean-up for hub %s: %d stray Services deleted", self.k8s_hub_id, deleted)
+
+    def _stray(self, service, user, server, selector):
+        """Whether ``service`` is this Hub's and its server is not running (read now)."""
+        if not is_ours(service, self.k8s_hub_id, user, server):
+            return False
+        if dict((service.get("spec") or {}).get("selector") or {}) != dict(selector):
+            return False  # another Hub's (same hub id, other pods): never ours to delete
+        if (self.k8s_hub_id, user, server) in _LIVE:
+            return False
+        return (user, server) not in self._running_servers()
+
+    def _running_servers(self):
+        # a column query: it reads the rows as the database holds them now, not cached objects
+        return {
+            (user_name, server_name or "")
+            for _, user_name, server_name, state in server_rows(self.user.db)
+            if (state or {}).get("svc_open")
+        }

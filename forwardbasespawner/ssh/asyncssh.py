@@ -7,6 +7,7 @@ event loop here (the OpenSSH backend keeps them in other processes); see the dat
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 
 import asyncssh
@@ -14,6 +15,26 @@ import asyncssh
 from .master import Master
 from .openssh import ForwardError, TunnelError
 from .spec import Endpoint, Forward
+
+
+def learn_new_host_key(known_hosts, host, addr, port, key, log=None):
+    """OpenSSH's ``StrictHostKeyChecking=accept-new`` for asyncssh: a host that ``known_hosts``
+    does not know at all is trusted on first use and its key appended; a host known with other
+    keys is refused (its key changed). Returns whether ``key`` is trusted."""
+    try:
+        known = asyncssh.read_known_hosts(known_hosts)
+    except FileNotFoundError:
+        known = None
+    if known is not None and any(known.match(host, addr, port)[:3]):
+        return False  # known, with other keys (or revoked ones): a changed key is never learned
+    spec = host if port == 22 else f"[{host}]:{port}"
+    public = " ".join(key.export_public_key().decode().split()[:2])
+    fd = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as f:
+        f.write(f"{spec} {public}\n")
+    if log is not None:
+        log.info("Learned the host key of %s (accept-new): %s", spec, public.split()[0])
+    return True
 
 
 class AsyncsshMaster(Master):
@@ -47,7 +68,16 @@ class AsyncsshMaster(Master):
         closed = asyncio.get_running_loop().create_future()
         master = self
 
+        known_hosts = self.endpoint.known_hosts or args["known_hosts"]
+        strict = self.endpoint.strict_host_key_checking or args.get("strict_host_key_checking", "yes")
+        if strict == "accept-new" and not os.path.exists(known_hosts):
+            os.close(os.open(known_hosts, os.O_WRONLY | os.O_CREAT, 0o600))  # asyncssh reads it first
+
         class Client(asyncssh.SSHClient):
+            def validate_host_public_key(self, host, addr, port, key):
+                # called only for a key that known_hosts does not trust
+                return strict == "accept-new" and learn_new_host_key(known_hosts, host, addr, port, key, master.log)
+
             def connection_lost(self, exc):
                 if exc is not None:
                     master.stderr_tail.append(str(exc))
@@ -62,7 +92,7 @@ class AsyncsshMaster(Master):
                     self.endpoint.port,
                     username=self.endpoint.user or None,
                     client_keys=[self.endpoint.key] if self.endpoint.key else (),
-                    known_hosts=self.endpoint.known_hosts or args["known_hosts"],
+                    known_hosts=known_hosts,
                     encryption_algs=[c for c in args.get("ciphers", "").split(",") if c] or (),
                     keepalive_interval=int(options.get("ServerAliveInterval", args.get("alive_interval", 5))),
                     keepalive_count_max=int(options.get("ServerAliveCountMax", args.get("alive_count", 3))),

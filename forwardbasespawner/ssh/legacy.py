@@ -17,6 +17,7 @@ import re
 import time
 
 from .openssh import run_argv
+from .sockets import process_listens
 
 _MASTER_PID = re.compile(rb"pid=(\d+)")
 
@@ -48,38 +49,6 @@ def legacy_control_argv(path, command, node, spec=None, *, ssh="ssh"):
     return [ssh, "-S", path, "-O", command, *(["-L", spec] if spec else []), "--", node]
 
 
-def _listening_inodes(port):
-    """Socket inodes listening on TCP ``port`` (any address), from /proc/net/tcp and tcp6."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f, None)
-                for line in f:
-                    fields = line.split()
-                    # local address "ADDR:PORT" in hex, state 0A = LISTEN, inode in field 9
-                    if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(fields[9])
-        except OSError:
-            continue
-    return inodes
-
-
-def _holds_socket(pid, inodes):
-    """Whether process ``pid`` has one of the socket ``inodes`` open."""
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                return True
-    except OSError:
-        return False
-    return False
-
-
 async def _master_pid(path, node, ssh):
     """The pid of the live master at ``path``, or None (cached for :data:`CHECK_TTL` seconds)."""
     now = time.monotonic()
@@ -103,8 +72,7 @@ async def legacy_master_serving(path, node, port, *, ssh="ssh"):
     pid = await _master_pid(path, node, ssh)
     if pid is None:
         return False
-    inodes = await asyncio.to_thread(_listening_inodes, port)
-    return bool(inodes) and await asyncio.to_thread(_holds_socket, pid, inodes)
+    return await asyncio.to_thread(process_listens, pid, port)
 
 
 def adopt(path, port):

@@ -26,6 +26,11 @@ class Master:
         self.lock = asyncio.Lock()
         self.restore_lock = asyncio.Lock()
         self._exiting = None
+        # forwards an adopted master carried for the previous Hub process and no server claimed yet
+        self.unclaimed = set()
+
+    def save_journal(self):
+        """Record the wanted forwards for the next Hub process (backends that outlive it)."""
 
     def exit(self):
         """Stop on purpose (no restart follows). Every caller awaits the same stop, so none returns

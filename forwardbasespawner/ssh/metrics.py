@@ -8,6 +8,17 @@ RESTORES = Counter(
     "Restarts of an ssh master with its forwards re-added, by outcome",
     ["outcome"],
 )
+ADOPTIONS = Counter(
+    "forwardbasespawner_ssh_adoptions",
+    "ssh masters (outcome=master) and their forwards (outcome=forward) taken over from an earlier Hub process, per node",
+    ["node", "outcome"],
+)
+TUNNEL_EVENTS = Counter(
+    "forwardbasespawner_tunnel_events",
+    "What happened to servers' tunnels, per node: restored (after a Hub restart), moved (to a fresh "
+    "port because another process held theirs), given_up (the server ended after the grace period)",
+    ["node", "event"],
+)
 FORWARD_SETUP_SECONDS = Histogram(
     "forwardbasespawner_ssh_forward_setup_seconds",
     "Time to add one forward (including starting its master when needed)",

@@ -7,8 +7,11 @@ processes, never in the Hub's event loop. Every command is an argv list; no shel
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import re
+import signal
 import stat
 import time
 
@@ -20,8 +23,17 @@ from .spec import Endpoint, Forward
 
 def connection_options(endpoint: Endpoint, *, known_hosts, strict_host_key_checking="yes", ciphers="",
                        alive_interval=5, alive_count=3, connect_timeout=10):  # fmt: skip
-    """The ssh options of a connection to ``endpoint`` (host key checking, keep-alives, identity)."""
-    argv = [
+    """The ssh options of a connection to ``endpoint`` (host key checking, keep-alives, identity).
+
+    The endpoint's own options (the operator's ``ssh_forward_options``, from an allow-list) come
+    first: ssh keeps the first value it reads, so they override this library's keep-alives,
+    timeout and ciphers. Host-key checking and the identity are never among them.
+    """
+    own = dict(endpoint.options)
+    argv = []
+    for name, value in endpoint.options:
+        argv += ["-o", f"{name}={value}"]
+    argv += [
         "-o", "BatchMode=yes",
         "-o", f"UserKnownHostsFile={endpoint.known_hosts or known_hosts}",
         "-o", f"StrictHostKeyChecking={endpoint.strict_host_key_checking or strict_host_key_checking}",
@@ -30,23 +42,24 @@ def connection_options(endpoint: Endpoint, *, known_hosts, strict_host_key_check
         "-o", f"ConnectTimeout={int(connect_timeout)}",
         "-p", str(endpoint.port),
     ]  # fmt: skip
-    if ciphers:
+    if ciphers and "Ciphers" not in own:  # -c would win over the operator's Ciphers option
         argv += ["-c", ciphers]
     if endpoint.key:
         argv += ["-i", endpoint.key, "-o", "IdentitiesOnly=yes"]
     if endpoint.user:
         argv += ["-l", endpoint.user]
-    for name, value in endpoint.options:
-        argv += ["-o", f"{name}={value}"]
     return argv
 
 
-def master_argv(endpoint: Endpoint, control_path, *, ssh="ssh", **options):
+def master_argv(endpoint: Endpoint, control_path, *, ssh="ssh", log_file=None, **options):
     """The command line of a ControlMaster for ``endpoint`` (no forwards: they are added later).
-    ``options`` are those of :func:`connection_options`."""
+    ``log_file``: where ssh writes its messages (``-E``) instead of standard error, so that the
+    master does not depend on the Hub reading a pipe. ``options`` are those of
+    :func:`connection_options`."""
     return [
         ssh, "-M", "-N", "-T", "-S", control_path,
         "-o", "ControlPersist=no", "-o", "ExitOnForwardFailure=no",
+        *(["-E", log_file] if log_file else []),
         *connection_options(endpoint, **options),
         "--", endpoint.host,
     ]  # fmt: skip
@@ -77,6 +90,78 @@ def control_dir(path):
 
 
 _ALLOCATED_PORT = re.compile(rb"^(\d{1,5})\s*$", re.M)
+_MASTER_PID = re.compile(rb"pid=(\d+)")
+LOG_MAX_BYTES = 256 * 1024
+
+
+def read_log_tail(path, lines=5):
+    """The last non-empty lines of a master's log file (its reasons), or []."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+
+
+def truncate_log(path):
+    """Start a master's log afresh (ssh appends to it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+
+
+def process_exit(pid):
+    """A future that completes when process ``pid`` (not a child of ours) exits, or None if it is
+    gone already. Uses a pidfd (Linux 5.3+), else looks every second."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    except (AttributeError, OSError):  # no pidfd: look now and then
+        if not _alive(pid):
+            return None
+
+        async def watch():
+            while _alive(pid):
+                await asyncio.sleep(1)
+            if not future.done():
+                future.set_result(None)
+
+        future.watcher = asyncio.ensure_future(watch())  # keep a reference
+        return future
+
+    def readable():
+        loop.remove_reader(fd)
+        os.close(fd)
+        if not future.done():
+            future.set_result(None)
+
+    loop.add_reader(fd, readable)
+    return future
+
+
+def read_journal(path):
+    """``(Endpoint, [Forward])`` from a master's journal, or None if it is missing or damaged."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        endpoint = data["endpoint"]
+        endpoint["options"] = tuple(tuple(pair) for pair in endpoint.get("options") or ())
+        return Endpoint(**endpoint), [Forward(*item) for item in data.get("forwards") or []]
+    except (OSError, ValueError, KeyError, TypeError):  # InvalidSpec is a ValueError
+        return None
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 # ---------------------------------------------------------------- effects
 
@@ -110,49 +195,101 @@ def _last_line(err):
 
 
 class ControlMaster(Master):
-    """One ssh ControlMaster process and the forwards that should exist on it."""
+    """One ssh ControlMaster process and the forwards that should exist on it.
+
+    The process does not belong to the Hub: it runs in its own session and logs to a file beside
+    its control socket (``<socket>.log``), so it keeps serving while the Hub restarts or after the
+    Hub was killed. A Hub that starts *adopts* a master that answers on its socket instead of
+    starting another one; the forwards it carries are listed in ``<socket>.forwards``.
+    """
 
     def __init__(self, endpoint, control_path, master_args, log, *, ssh="ssh", start_timeout=10):
         super().__init__(endpoint, master_args, log, start_timeout=start_timeout)  # master_argv's keywords
         self.control_path = control_path
+        self.log_path = control_path + ".log"
+        self.journal_path = control_path + ".forwards"
         self.ssh = ssh
-        self.process = None
+        self.process = None  # the ssh process when this Hub started it
+        self.pid = None  # its pid, started here or adopted
+        self.adopted = False
         self._exited = None
         self._queued = []  # (Forward, future) waiting to go to ssh together
         self._flusher = None
-        self._stderr_reader = None
 
     @property
     def up(self):
         """Started, authenticated and answering (not merely a process that is still connecting)."""
-        return self.process is not None and self.process.returncode is None and self.started_at is not None
+        return self.started_at is not None and self._exited is not None and not self._exited.done()
 
     def wait_closed(self):
         """A future that completes when the current master process exits (one per process)."""
         return self._exited
 
     def exit_reason(self):
-        return self.stderr_tail[-1] if self.stderr_tail else f"exit code {self.process.returncode}"
+        lines = read_log_tail(self.log_path)
+        if lines:
+            return lines[-1]
+        if self.process is not None and self.process.returncode is not None:
+            return f"exit code {self.process.returncode}"
+        return "the ssh process ended"
+
+    # ---- the journal: which forwards this master carries, for the next Hub process
+    def save_journal(self):
+        """Write the wanted forwards and the endpoint beside the socket (atomically, 0600)."""
+        data = {
+            "endpoint": dataclasses.asdict(self.endpoint),
+            "forwards": [dataclasses.astuple(f) for f in self.wanted],
+        }
+        tmp = f"{self.journal_path}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.journal_path)
+        except OSError as e:
+            self.log.warning("Could not write %s: %s", self.journal_path, e)
+
+    async def adopt(self):
+        """Take over a master that already answers on this socket (started by an earlier Hub
+        process); return True if there was one."""
+        if not os.path.exists(self.control_path):
+            return False
+        try:
+            rc, out, err = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
+        except asyncio.TimeoutError:
+            return False
+        found = _MASTER_PID.search(out + err)
+        if rc != 0 or not found:
+            return False
+        pid = int(found.group(1))
+        exited = process_exit(pid)
+        if exited is None:
+            return False
+        self.pid, self.process, self.adopted, self._exited = pid, None, True, exited
+        self.started_at = time.monotonic()
+        self.log.info("ssh master to %s adopted (pid %d)", self.endpoint.describe(), pid)
+        return True
 
     async def _start(self):
+        if await self.adopt():
+            return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)  # a stale socket of a dead master
-        argv = master_argv(self.endpoint, self.control_path, ssh=self.ssh, **self.master_args)
+        truncate_log(self.log_path)
+        argv = master_argv(self.endpoint, self.control_path, ssh=self.ssh, log_file=self.log_path, **self.master_args)
         self.started_at = None
         started = time.monotonic()
         self.process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        # ssh writes a line for every failed channel; unread, the pipe would fill and stall the master
-        self.stderr_tail.clear()
-        self._stderr_reader = asyncio.ensure_future(self._read_stderr(self.process))
+        self.pid, self.adopted = self.process.pid, False
         exit_wait = self._exited = asyncio.ensure_future(self.process.wait())
         try:
             while time.monotonic() - started < self.start_timeout:
                 if exit_wait.done():
-                    await asyncio.wait([self._stderr_reader], timeout=1)
-                    reason = self.stderr_tail[-1] if self.stderr_tail else "no message from ssh"
+                    lines = read_log_tail(self.log_path)
+                    reason = lines[-1] if lines else "no message from ssh"
                     raise TunnelError(f"ssh to {self.endpoint.describe()} failed: {reason}")
                 if os.path.exists(self.control_path):
                     rc, _, _ = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
@@ -167,19 +304,12 @@ class ControlMaster(Master):
             await self._kill()
             raise
 
-    async def _read_stderr(self, process):
-        async for line in process.stderr:
-            text = line.decode(errors="replace").rstrip()
-            if text:
-                self.stderr_tail.append(text)
-                self.log.debug("ssh %s: %s", self.endpoint.describe(), text)
-
     async def _kill(self):
         self.started_at = None
-        if self.process is not None and self.process.returncode is None:
+        if self._exited is not None and not self._exited.done() and self.pid:
             with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await self.process.wait()
+                os.kill(self.pid, signal.SIGKILL)
+            await asyncio.shield(self._exited)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)
 
@@ -266,9 +396,13 @@ class ControlMaster(Master):
             self.log.warning("cancel of %s via %s: %s", forward.argument(), self.endpoint.describe(), _last_line(err))
 
     async def check(self):
+        """Whether the master answers ``-O check`` (a hung one does not, within 10 s)."""
         if not self.up:
             return False
-        rc, _, _ = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
+        try:
+            rc, _, _ = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
+        except asyncio.TimeoutError:
+            return False
         return rc == 0
 
     async def restore(self, concurrency=8, batch=64):
@@ -306,8 +440,11 @@ class ControlMaster(Master):
             with contextlib.suppress(asyncio.TimeoutError):
                 await run_argv(control_argv(self.endpoint, self.control_path, "exit", ssh=self.ssh), 5)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.process.wait(), 5)
+                await asyncio.wait_for(asyncio.shield(self._exited), 5)
         await self._kill()
+        for path in (self.journal_path, self.log_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def remote_command_argv(endpoint: Endpoint, action, *, ssh="ssh", **options):

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 from ..addresses import InvalidAddress, validate_host, validate_port
 
-_USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
-_OPTION_VALUE = re.compile(r"^[A-Za-z0-9@._,:+=/-]{1,256}$")
+# always used with fullmatch: `$` would accept a trailing newline ("Ciphers=aes128-ctr\n")
+_USERNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
+_OPTION_VALUE = re.compile(r"[A-Za-z0-9@._,:+=/-]{1,256}")
 
 #: ssh_config options a configuration may set, and only these. Everything that runs a command
 #: (ProxyCommand, LocalCommand, KnownHostsCommand, ...) or reads other files (Include) is absent.
@@ -43,7 +44,7 @@ LEGACY_OPTION_LINES = {
 
 
 def validate_username(name):
-    if not isinstance(name, str) or not _USERNAME.match(name):
+    if not isinstance(name, str) or not _USERNAME.fullmatch(name):
         raise InvalidSpec(f"not a valid user name: {str(name)[:64]!r}")
     return name
 
@@ -63,7 +64,7 @@ def validate_options(options):
                 f"ssh option {str(name)[:64]!r} is not allowed; allowed are {', '.join(sorted(ALLOWED_SSH_OPTIONS))}"
             )
         value = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
-        if value is None or not _OPTION_VALUE.match(value):
+        if value is None or not _OPTION_VALUE.fullmatch(value):
             raise InvalidSpec(f"ssh option {name} has an invalid value")
         checked.append((name, value))
     return tuple(sorted(checked))

@@ -3,7 +3,12 @@
 A master that exits (the jump node rebooted, its sshd restarted, the process was killed) or stops
 answering ``-O check`` is started again with backoff, and every forward that should exist on it is
 added again. A forward that still cannot be restored after ``restore_attempts`` is reported as
-failed, so the owning server's ``poll()`` can say so.
+failed, so the owning server's ``poll()`` can say so; the supervisor keeps trying.
+
+Masters outlive the Hub process. A manager that starts adopts the masters it finds in its control
+directory (those that answer ``-O check``), with the forwards their journals list; servers claim
+their forwards at their first poll, and after ``adopt_grace`` seconds the forwards nobody claimed
+are cancelled and masters left with nothing exit. At the Hub's exit only idle masters are stopped.
 """
 
 import asyncio
@@ -15,22 +20,24 @@ import signal
 import time
 import weakref
 
-from .metrics import FORWARD_SETUP_SECONDS, RESTORES, register_collector
-from .openssh import ControlMaster, TunnelError, control_dir
+from .metrics import ADOPTIONS, FORWARD_SETUP_SECONDS, RESTORES, register_collector
+from .openssh import ControlMaster, TunnelError, control_dir, read_journal
+from .sockets import process_listens
 
 _ALL_MANAGERS = weakref.WeakSet()
 register_collector(_ALL_MANAGERS)
 
 
 @atexit.register
-def _kill_masters_at_exit():
-    # The Hub is going away: masters must not outlive it holding its ports. The next Hub restores
-    # the tunnels of running servers at their first poll.
+def _stop_idle_masters_at_exit():
+    # The Hub is going away. Masters that carry forwards keep serving (the next Hub adopts them);
+    # masters with nothing to carry (all servers stopped, e.g. cleanup_servers) go with it.
     for manager in list(_ALL_MANAGERS):
         for master in manager.masters.values():
-            if master.process is not None and master.process.returncode is None:
+            pid = getattr(master, "pid", None)
+            if pid and master.up and not master.wanted and not master.unclaimed:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(master.process.pid, signal.SIGTERM)
+                    os.kill(pid, signal.SIGTERM)
 
 
 class TunnelManager:
@@ -38,7 +45,7 @@ class TunnelManager:
 
     def __init__(self, log, *, directory, master_args, ssh="ssh", start_timeout=10, check_interval=10,
                  restore_attempts=5, idle_timeout=30, master_class=ControlMaster,
-                 forwards_per_master=500):  # fmt: skip
+                 forwards_per_master=500, adopt_grace=120):  # fmt: skip
         self.log = log
         self.directory = directory
         self.master_args = master_args
@@ -49,6 +56,7 @@ class TunnelManager:
         self.idle_timeout = idle_timeout
         self.master_class = master_class
         self.forwards_per_master = forwards_per_master
+        self.adopt_grace = adopt_grace
         self.masters = {}  # "<endpoint id>-<shard>" -> master
         self.placed = {}  # Forward -> the master that carries it
         self.failed = {}  # Forward -> reason, for forwards that could not be restored
@@ -56,7 +64,75 @@ class TunnelManager:
         self._supervisors = {}
         self._idle_exits = {}
         self._node_rebuilds = {}
+        self._adoption = None
+        self._reconcile = None
         _ALL_MANAGERS.add(self)
+
+    # ------------------------------------------------------------ masters of an earlier Hub process
+    def adopted(self):
+        """Adopt the masters an earlier Hub process left (once; every caller awaits the same)."""
+        if self._adoption is None:
+            self._adoption = asyncio.ensure_future(self._adopt_all())
+        return asyncio.shield(self._adoption)
+
+    async def _adopt_all(self):
+        adopt = getattr(self.master_class, "adopt", None)
+        if adopt is None:  # a backend that lives in the Hub process has nothing to adopt
+            return
+        directory = control_dir(self.directory)
+        keys = sorted({name.split(".", 1)[0] for name in os.listdir(directory) if not name.startswith(".")})
+        found = []
+        for key in keys:
+            path = os.path.join(directory, key)
+            journal = read_journal(path + ".forwards")
+            master = None
+            if journal is not None:
+                endpoint, forwards = journal
+                master = self.master_class(
+                    endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout
+                )
+                master.key = key
+            if master is not None and await master.adopt():
+                master.unclaimed = set(forwards)
+                self.masters[key] = master
+                self._supervise(master)
+                found.append(master)
+                ADOPTIONS.labels(node=endpoint.host, outcome="master").inc()
+            else:  # a dead master's leftovers
+                for leftover in (path, path + ".forwards", path + ".log"):
+                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                        os.unlink(leftover)
+        if found:
+            self.log.info(
+                "Adopted %d ssh master(s) of an earlier Hub process with %d forwards; unclaimed forwards are "
+                "cancelled after %ss", len(found), sum(len(m.unclaimed) for m in found), self.adopt_grace,
+            )  # fmt: skip
+            self._reconcile = asyncio.ensure_future(self._cancel_unclaimed_later())
+
+    async def _cancel_unclaimed_later(self):
+        await asyncio.sleep(self.adopt_grace)
+        for master in list(self.masters.values()):
+            unclaimed, master.unclaimed = master.unclaimed, set()
+            for forward in unclaimed:
+                self.log.info("Cancelling %s via %s: no running server claimed it", forward.argument(), master.endpoint.describe())
+                await master.remove(forward)
+            if unclaimed:
+                master.save_journal()
+            if not master.wanted:
+                self._schedule_idle_exit(master)
+
+    def _claim(self, endpoint, forward):
+        """Place ``forward`` on the adopted master that already carries it; return that master."""
+        for master in self.masters.values():
+            if master.endpoint == endpoint and forward in master.unclaimed and master.up:
+                master.unclaimed.discard(forward)
+                master.wanted[forward] = forward.listen_port if forward.kind == "R" else None
+                self.placed[forward] = master
+                master.save_journal()
+                self._supervise(master)
+                ADOPTIONS.labels(node=endpoint.host, outcome="forward").inc()
+                return master
+        return None
 
     def master(self, endpoint):
         """A master to ``endpoint`` with room for one more forward (a new shard when all are full:
@@ -80,7 +156,14 @@ class TunnelManager:
     # ------------------------------------------------------------ forwards
     async def add(self, endpoint, forward):
         """Add ``forward`` through ``endpoint``; return the port the node allocated for a remote
-        forward with port 0 (it is known by that port from then on: remove it by that), else None."""
+        forward with port 0 (it is known by that port from then on: remove it by that), else None.
+
+        A forward that an adopted master still carries is claimed without touching ssh: the
+        server's connections see no gap."""
+        await self.adopted()
+        if forward not in self.placed and self._claim(endpoint, forward) is not None:
+            self.failed.pop(forward, None)
+            return None
         placed = self.placed.get(forward)
         master = placed if placed is not None and placed.endpoint == endpoint else self.master(endpoint)
         self.placed[forward] = master
@@ -91,9 +174,12 @@ class TunnelManager:
             allocated = await master.add(forward)
         except BaseException:
             self.placed.pop(forward, None)
+            if not master.wanted and not master.unclaimed:
+                self._schedule_idle_exit(master)  # a master started for this forward alone must not linger
             raise
         if allocated is not None:  # a remote forward is known by its allocated port from now on
             self.placed[dataclasses.replace(forward, listen_port=allocated)] = self.placed.pop(forward)
+        master.save_journal()
         elapsed = time.monotonic() - started
         FORWARD_SETUP_SECONDS.observe(elapsed)
         self.log.debug("forward %s via %s in %.0f ms", forward.argument(), endpoint.describe(), elapsed * 1000)
@@ -106,7 +192,8 @@ class TunnelManager:
         if master is None:
             return
         await master.remove(forward)
-        if not master.wanted:
+        master.save_journal()
+        if not master.wanted and not master.unclaimed:
             self._schedule_idle_exit(master)
 
     def wants(self, endpoint, forward):
@@ -114,15 +201,23 @@ class TunnelManager:
         master = self.placed.get(forward)
         return master is not None and master.endpoint == endpoint and forward in master.wanted
 
+    def holds_port(self, port):
+        """Whether one of this Hub's masters (or, for the in-process backend, the Hub itself)
+        listens on ``port``: if something else does, a forward on it must move."""
+        pids = {os.getpid()} | {getattr(m, "pid", None) for m in self.masters.values()}
+        return any(pid and process_listens(pid, port) for pid in pids)
+
     def is_failed(self, forward):
         """The reason ``forward`` could not be restored, or None."""
         return self.failed.get(forward)
 
     # ------------------------------------------------------------ node restarts
     async def rebuild_node(self, host):
-        """Restart every master to ``host`` and restore its forwards; one rebuild per node at a time.
+        """Restart every broken master to ``host`` and restore its forwards; one rebuild per node
+        at a time. A master that answers its check and carries every local forward it should is
+        left alone: a rebuild would cut every connection through it.
 
-        Returns ``(forwards restored, failures)``.
+        Returns ``(forwards restored, failures, masters left alone)``.
         """
         running = self._node_rebuilds.get(host)
         if running is not None and not running.done():
@@ -132,7 +227,12 @@ class TunnelManager:
         return await asyncio.shield(task)
 
     async def _rebuild_node(self, host):
-        masters = [m for m in self.masters.values() if m.endpoint.host == host and m.wanted]
+        masters, healthy = [], 0
+        for master in [m for m in self.masters.values() if m.endpoint.host == host and m.wanted]:
+            if await self._healthy(master):
+                healthy += 1
+            else:
+                masters.append(master)
         for master in masters:
             await master._kill()
         results = await asyncio.gather(*(self._restore(m) for m in masters), return_exceptions=True)
@@ -143,7 +243,15 @@ class TunnelManager:
             else:
                 failed += len(result)
                 restored += len(master.wanted) - len(result)
-        return restored, failed
+        return restored, failed, healthy
+
+    async def _healthy(self, master):
+        """Up, answering, and listening on the port of every wanted local forward."""
+        if not master.up or not await master.check():
+            return False
+        pid = getattr(master, "pid", None) or os.getpid()
+        ports = [f.listen_port for f in master.wanted if f.kind == "L"]
+        return all(await asyncio.gather(*(asyncio.to_thread(process_listens, pid, p) for p in ports)))
 
     # ------------------------------------------------------------ supervision
     def _supervise(self, master):
@@ -206,7 +314,7 @@ class TunnelManager:
 
         async def exit_when_idle():
             await asyncio.sleep(self.idle_timeout)
-            if not master.wanted:
+            if not master.wanted and not master.unclaimed:
                 self._idle_exits.pop(master.key, None)
                 await self._exit(master)
 
@@ -235,8 +343,9 @@ class TunnelManager:
         self.log.info("ssh master to %s closed: no forwards left", master.endpoint.describe())
 
     async def close(self):
-        """Stop every master (tests, shutdown)."""
+        """Stop every master (tests, an explicit shutdown): nothing is left behind."""
         tasks = list(self._idle_exits.values()) + list(self._supervisors.values())
+        tasks += [t for t in (self._adoption, self._reconcile) if t is not None]
         for task in tasks:
             task.cancel()
         # a cancelled task ends its ssh client processes on the way out: wait for that

@@ -3,7 +3,9 @@
 import asyncio
 import dataclasses
 import os
+import stat
 import tempfile
+import time
 import weakref
 from urllib.parse import urlsplit
 
@@ -15,12 +17,29 @@ from ..hooks import Hook, PortNumber, resolve, value_or_callable
 from . import legacy
 from .asyncssh import AsyncsshMaster
 from .openssh import ControlMaster, ForwardError, TunnelError, remote_command_argv, run_argv
-from .ports import allocate_port
+from .metrics import TUNNEL_EVENTS
+from .ports import allocate_port, port_is_free
 from .spec import Endpoint, Forward, InvalidSpec, split_original_options
 from .supervisor import TunnelManager
 
 _MANAGERS = weakref.WeakKeyDictionary()  # event loop -> {control dir: TunnelManager}
 
+
+
+def default_control_dir(log=None):
+    """``<tmp>/fbs-ssh-<uid>`` if it is ours or free, else ``~/.cache/fbs-ssh``: a path that another
+    local user created first (a directory of theirs, a symlink) must not stop every tunnel."""
+    path = os.path.join(tempfile.gettempdir(), f"fbs-ssh-{os.getuid()}")
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+        return path
+    fallback = os.path.join(os.path.expanduser("~"), ".cache", "fbs-ssh")
+    if log is not None:
+        log.warning("%s is not a directory of this user (another user may have created it); using %s", path, fallback)
+    return fallback
 
 
 class SSHTunnels(LoggingConfigurable):
@@ -103,8 +122,11 @@ class SSHTunnels(LoggingConfigurable):
         Dict(),
         help="""
         Extra ssh_config options for the connection to the jump node, from a fixed allow-list
-        (ciphers, keep-alives, timeouts, algorithms). Options that run commands or read files
-        (ProxyCommand, LocalCommand, KnownHostsCommand, Include, ...) are refused.
+        (ciphers, keep-alives, timeouts, algorithms); they take precedence over this library's own
+        keep-alive (5 s x 3), ConnectTimeout (10 s) and ``ssh_ciphers``. Options that run commands
+        or read files (ProxyCommand, LocalCommand, KnownHostsCommand, Include, ...) are refused.
+        Configurations of the original package may also name the connection here (IdentityFile,
+        Port, User, UserKnownHostsFile, StrictHostKeyChecking yes/accept-new): see the migration guide.
 
         Default: {}. Signature when callable: ``ssh_forward_options(spawner, port_forward_info) -> dict``.
 
@@ -118,7 +140,9 @@ class SSHTunnels(LoggingConfigurable):
         Bool(),
         default_value=False,
         help="""
-        Restart the ssh master to the jump node before this server's tunnel is made.
+        Cancel this server's own forward on the ssh master before it is added again, e.g. when a
+        stale listener of an earlier start holds the port. The master and other servers' forwards
+        are not touched.
 
         Default: False. Signature when callable: ``ssh_recreate_at_start(spawner) -> bool``.
 
@@ -251,9 +275,13 @@ class SSHTunnels(LoggingConfigurable):
     ssh_control_dir = Unicode(
         config=True,
         help="""
-        Private directory (mode 0700) for the ControlMaster sockets.
+        Private directory (mode 0700) for the ControlMaster sockets, their logs and the lists of
+        their forwards. It must survive a restart of the Hub process (the next Hub adopts the
+        masters it finds there) and belong to the Hub's user alone.
 
-        Default: ``<tmp>/fbs-ssh-<uid>``. Keep it short: socket paths are limited to about 100 bytes.
+        Default: ``<tmp>/fbs-ssh-<uid>``, or ``~/.cache/fbs-ssh`` when that path is taken by
+        another user or is not a plain directory (another local user could create it first).
+        Keep it short: socket paths are limited to about 100 bytes.
 
         Example::
 
@@ -263,7 +291,7 @@ class SSHTunnels(LoggingConfigurable):
 
     @default("ssh_control_dir")
     def _default_control_dir(self):
-        return os.path.join(tempfile.gettempdir(), f"fbs-ssh-{os.getuid()}")
+        return default_control_dir(self.log)
 
     ssh_binary = Unicode("ssh", config=True, help='The OpenSSH client. Default: "ssh".')
 
@@ -292,8 +320,9 @@ class SSHTunnels(LoggingConfigurable):
         help="""
         How tunnels are run. "openssh": ssh ControlMaster processes; tunnel bytes never touch the
         Hub's event loop. "asyncssh": one in-process connection per jump node, for Hubs without an
-        ssh client; tunnel bytes pass through the Hub's event loop (see the data-plane benchmark).
-        With "asyncssh" host keys must be in ``ssh_known_hosts`` ("accept-new" is OpenSSH only).
+        ssh client; tunnel bytes pass through the Hub's event loop (see the data-plane benchmark),
+        and the tunnels end with the Hub process (OpenSSH's keep serving while the Hub restarts).
+        ``ssh_strict_host_key_checking`` means the same with both.
 
         Default: "openssh".
 
@@ -344,6 +373,42 @@ class SSHTunnels(LoggingConfigurable):
         Example::
 
             c.ForwardBaseSpawner.ssh_restore_attempts = 10
+        """,
+    )
+
+    ssh_tunnel_grace = Float(
+        300,
+        config=True,
+        help="""
+        Seconds a server may be without its tunnel before it is given up. Meanwhile the tunnel is
+        restored with backoff (a forward whose port another process took moves to a fresh port,
+        and the server's route follows), and ``poll()`` reports the server running: a lost tunnel
+        alone never ends a user's server at once. After a Hub restart the first poll of a server
+        retries the restore for up to this long. When it runs out, the server ends with a failed
+        event that says why.
+
+        Default: 300.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_tunnel_grace = 900
+        """,
+    )
+
+    ssh_adopt_grace = Float(
+        120,
+        config=True,
+        help="""
+        Seconds after a Hub's start within which running servers claim the forwards that the ssh
+        masters of the previous Hub process still carry (masters outlive the Hub: servers stay
+        reachable while it restarts). Forwards nobody claimed by then are cancelled, and masters
+        left with nothing exit.
+
+        Default: 120.
+
+        Example::
+
+            c.ForwardBaseSpawner.ssh_adopt_grace = 300
         """,
     )
 
@@ -556,6 +621,7 @@ class SSHTunnels(LoggingConfigurable):
                 idle_timeout=self.ssh_master_idle_timeout,
                 master_class=AsyncsshMaster if self.ssh_backend == "asyncssh" else ControlMaster,
                 forwards_per_master=self.ssh_forwards_per_master,
+                adopt_grace=self.ssh_adopt_grace,
             )
         return manager
 
@@ -584,7 +650,8 @@ class SSHTunnels(LoggingConfigurable):
                 self.log.debug("%s: ssh options %s are not needed here (masters are run by this library)", options, dropped)
         port = settings["port"]
         # the original package's forms: a port as a string, None for "not set"
-        settings["port"] = int(port) if isinstance(port, str) and port.strip().isdigit() else (port or 22)
+        digits = isinstance(port, str) and port.strip().isascii() and port.strip().isdigit()
+        settings["port"] = int(port) if digits else (port or 22)
         return Endpoint(host=host, options=ssh_options, **settings)
 
     async def get_ssh_endpoint(self):
@@ -795,8 +862,7 @@ class SSHTunnels(LoggingConfigurable):
             forward = self._local_forward(self.port)
             manager = self.tunnel_manager()
             if restore and not manager.wants(endpoint, forward) and not await self._adopt_legacy_forward(endpoint):
-                self.log.info("Restoring the tunnel of %s after a Hub restart", self._log_name)
-                await self.ssh_default_forward()
+                await self._restore_forward(endpoint)
             elif self._legacy_forward and not await legacy.legacy_master_serving(
                 self._legacy_forward[0], endpoint.host, self.port, ssh=self.ssh_binary
             ):
@@ -815,9 +881,78 @@ class SSHTunnels(LoggingConfigurable):
                 except Exception as e:  # the API server may be down: retry at the next poll
                     self.log.error("Restoring the Service of %s failed: %s", self._log_name, e)
                     self._svc_restore_pending = True
-            return None if self._legacy_forward else manager.is_failed(forward)
+            if self._legacy_forward:
+                return None
+            failed = manager.is_failed(self._local_forward(self.port))
+            if failed and await self._move_if_port_taken(endpoint):
+                return None
+            return failed
         except (TunnelError, InvalidSpec) as e:
             return str(e)
+
+    async def _restore_forward(self, endpoint):
+        """After a Hub restart: bring this server's forward back on its port, retrying with
+        backoff for up to ``ssh_tunnel_grace`` (JupyterHub waits for this poll before it checks
+        the server); a port another process took meanwhile makes the forward move."""
+        deadline = time.monotonic() + self.ssh_tunnel_grace
+        delay = 0.5
+        while True:
+            try:
+                await self.ssh_default_forward()
+                TUNNEL_EVENTS.labels(node=endpoint.host, event="restored").inc()
+                self.log.info("Tunnel of %s restored after a Hub restart (port %s)", self._log_name, self.port)
+                return
+            except ForwardError as e:
+                if await self._move_if_port_taken(endpoint):
+                    return
+                error = e
+            except TunnelError as e:
+                error = e
+            if time.monotonic() + delay > deadline:
+                raise error
+            self.log.warning("Restoring the tunnel of %s failed (%s); trying again in %.1fs", self._log_name, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+    async def _move_if_port_taken(self, endpoint):
+        """If another process listens on this server's forward port, move the forward to a fresh
+        port and point the route (Service, proxy) there: the user's URL keeps working. Returns
+        whether it moved."""
+        host = self.ssh_forward_bind_host
+        if port_is_free(host, self.port) or self.tunnel_manager().holds_port(self.port):
+            return False
+        manager = self.tunnel_manager()
+        old = self.port
+        await manager.remove(endpoint, self._local_forward(old))
+        self.port = allocate_port(host)
+        await manager.add(endpoint, self._local_forward(self.port))
+        TUNNEL_EVENTS.labels(node=endpoint.host, event="moved").inc()
+        self.log.warning("Port %s of %s is taken by another process: its tunnel moved to port %s", old, self._log_name, self.port)
+        if self._svc_open and self.ssh_custom_svc is None:
+            await self.ssh_default_svc()  # the same Service, now to the new port
+        await self._update_route()
+        return True
+
+    async def _update_route(self):
+        """Point the server's record and the proxy's route at ``self.port``. During JupyterHub's
+        start-up check it does this itself from :meth:`get_url`."""
+        server = getattr(self, "server", None)
+        if server is None or server.port == self.port:
+            return
+        server.port = self.port
+        self.db.commit()
+        proxy = (getattr(self.user, "settings", None) or {}).get("proxy")
+        if proxy is not None and not self.pending:
+            await proxy.add_user(self.user, self.name)
+
+    async def get_url(self):
+        """The server's URL; its port follows a forward that had to move."""
+        url = await super().get_url()
+        if self._tunnel_open and self.port and url:
+            parts = urlsplit(url)
+            if parts.port and parts.port != self.port:
+                url = parts._replace(netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{self.port}").geturl()
+        return url
 
     async def tunnel_is_up(self):
         """Whether this server's forward to ``port_forward_info["service"]`` is wanted and working

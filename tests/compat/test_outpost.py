@@ -17,9 +17,15 @@ import signal
 import pytest
 
 from forwardbasespawner.ssh.ports import port_is_free
+try:  # OutpostSpawner 2.2.13 itself needs this (from JupyterHub 6.0 on): on 5.4 it cannot be imported
+    from jupyterhub.metrics import ServerSpawnFailureReason  # noqa: F401
+except ImportError:
+    pytest.skip("OutpostSpawner 2.2.13 needs JupyterHub >= 6 (jupyterhub.metrics.ServerSpawnFailureReason)",
+                allow_module_level=True)  # fmt: skip
+
 from tests.compat.outpost_service import BASIC_AUTH, OutpostService
 from tests.conftest import ssh_config
-from tests.hubharness import Hub, processes_with, server_token
+from tests.hubharness import processes_with, running_hub, server_token
 from tests.test_ssh_tunnels import ssh_processes
 
 pytestmark = pytest.mark.slow
@@ -55,14 +61,8 @@ c.OutpostSpawner.ssh_during_startup = True
 """ + ssh_config(sshd, control, cls="OutpostSpawner") + f"""
 c.OutpostSpawner.ssh_port = "{sshd.port}"  # old configs give the port as a string
 """
-    hub = Hub(directory, extra_config=config)
-    hub.control_dir = control
-    try:
-        await hub.start()
+    async with running_hub(directory, config) as hub:
         yield hub
-    finally:
-        await hub.close()
-    assert ssh_processes(control) == [], "an ssh master outlived the Hub"
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ import pytest
 from forwardbasespawner.ssh.ports import port_is_free
 from tests.compat.unicore_service import UnicoreStandIn
 from tests.conftest import ssh_config
-from tests.hubharness import Hub, processes_with
+from tests.hubharness import processes_with, running_hub
 from tests.test_ssh_tunnels import ssh_processes
 
 pytestmark = pytest.mark.slow
@@ -95,14 +95,8 @@ c.Spawner.poll_interval = 1
 c.Spawner.http_timeout = 60
 c.Spawner.start_timeout = 60
 """
-    hub = Hub(directory, extra_config=config)
-    hub.control_dir = control
-    try:
-        await hub.start()
+    async with running_hub(directory, config) as hub:
         yield hub
-    finally:
-        await hub.close()
-    assert ssh_processes(control) == [], "an ssh master outlived the Hub"
 
 
 # ------------------------------------------------------------------ helpers

@@ -26,12 +26,12 @@ import signal
 import sqlite3
 import sys
 import tempfile
-import time
 
 import aiohttp
 import pytest
 
 from tests.hubharness import Hub, processes_with
+from tests.probing import Prober
 
 pytestmark = pytest.mark.slow
 
@@ -213,58 +213,6 @@ def kill_pids(pids, sig=signal.SIGKILL):
 async def post(session, url, token, body):
     async with session.post(url, data=json.dumps(body), headers={"Authorization": f"token {token}"}) as r:
         return r.status, await r.text()
-
-
-class Prober:
-    """GETs every server through the proxy, over and over, and counts what did not answer with that
-    server's own marker."""
-
-    def __init__(self, hub, servers):
-        self.hub = hub
-        self.servers = dict(servers)  # (user, server) -> marker prefix
-        self.ok = 0
-        self.failures = []  # (seconds since start, user, server, what)
-        self.phase = "original"
-        self.started = time.monotonic()
-        self._task = None
-
-    def url(self, user, server):
-        return f"{self.hub.url}/user/{user}/{server}/probe" if server else f"{self.hub.url}/user/{user}/probe"
-
-    async def probe_once(self, session, user, server, prefix):
-        try:
-            async with session.get(self.url(user, server), allow_redirects=False) as r:
-                text = await r.text()
-                if r.status == 200 and json.loads(text).get("marker", "").startswith(prefix):
-                    return None
-                return f"{r.status} {text[:80]!r}"
-        except Exception as e:
-            return f"{type(e).__name__}: {e}"
-
-    async def _run(self):
-        timeout = aiohttp.ClientTimeout(total=3)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                for (user, server), prefix in list(self.servers.items()):
-                    problem = await self.probe_once(session, user, server, prefix)
-                    if problem:
-                        self.failures.append((round(time.monotonic() - self.started, 2), self.phase, user, server, problem))
-                    else:
-                        self.ok += 1
-                await asyncio.sleep(0.05)
-
-    def start(self):
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self):
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-
-    def summary(self):
-        return f"{self.ok} probes answered, {len(self.failures)} failed; first failures: {self.failures[:8]}"
 
 
 async def spawn(hub, user, server, options):
