@@ -306,6 +306,7 @@ class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServi
         self._tunnel_needs_restore = False
         self._start_cancelled = False
         self._exit_status = None
+        self._start_failed = False  # the last start() raised (failed or cancelled)
         self._tunnel_broken_since = None  # monotonic time the tunnel was first seen down
         # the original package's flags, which its subclasses read and set (see the migration guide):
         # stop() has run for this server (a second stop() does not reach the remote side again)
@@ -382,6 +383,7 @@ class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServi
     # -------------------------------------------------------------- start
     async def start(self):
         self.call_during_startup = False
+        self._start_failed = False
         self._events.begin()
         if not self.start_id:
             self.start_id = uuid.uuid4().hex
@@ -408,6 +410,7 @@ class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServi
             self._connected_url_out = True  # from now on the port stays (the route uses it)
             url = await self.run_update_expected_path(url)
         except asyncio.CancelledError:
+            self._start_failed = True
             if self._abort_message is not None:
                 # cancelled by us because the remote side reported a failure
                 raise StartAborted(self._abort_message) from None
@@ -415,6 +418,7 @@ class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServi
             await self._record_cancel()
             raise
         except Exception as e:
+            self._start_failed = True
             if self._abort_message is None:
                 message = describe_exception(e)
                 self.log.error("Start of %s failed: %s", self._log_id, message, exc_info=not isinstance(e, web.HTTPError))
@@ -521,11 +525,17 @@ class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServi
         if self.already_stopped:
             # stop() ran (or the server ended and poll() cleaned up): it is not running
             return 0 if self._exit_status is None else self._exit_status
+        if self._start_failed or self._start_cancelled or self._stop_pending:
+            # JupyterHub polls before it stops a server (and a failed or cancelled start): nothing
+            # to check or restore then, only whether the remote side still runs
+            return await self._poll()
         try:
             broken = await self.check_tunnel()
-        except Exception as e:  # a bug or a hook's error must not stop JupyterHub's polling
-            self.log.exception("Checking the tunnel of %s failed", self._log_id)
-            broken = f"the tunnel check failed: {e}"
+        except Exception:
+            # a bug or an operator hook's error says nothing about the tunnel: never a reason to end
+            # the server, nor to stop JupyterHub's polling
+            self.log.exception("Checking the tunnel of %s failed; the server is left as it is", self._log_id)
+            broken = None
         if broken:
             # a lost tunnel alone never ends the server at once: it is being restored meanwhile
             now = time.monotonic()

@@ -181,6 +181,14 @@ class Hub:
             except ValueError:
                 return r.status, text
 
+    async def spawn(self, user, server="", options=None):
+        """Create ``user`` if needed and ask for their ``server`` with ``options``; the answer is
+        201 or 202 (the start may still be pending)."""
+        await self.request("POST", f"/users/{user}")
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        status, reply = await self.request("POST", path, body=options or {})
+        assert status in (201, 202), (status, reply, self.log_tail(20))
+
     async def user_token(self, name, scopes=None):
         await self.request("POST", f"/users/{name}")
         body = {"note": "test"}

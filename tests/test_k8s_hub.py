@@ -46,12 +46,6 @@ def ours(k8s_api):
     return {name: obj for (ns, name), obj in k8s_api.services.items() if ns == NS}
 
 
-async def spawn(hub, user, server, options=None):
-    await hub.request("POST", f"/users/{user}")
-    status, reply = await hub.request("POST", f"/users/{user}/servers/{server}", body=options or {})
-    assert status in (201, 202), reply
-
-
 async def stop(hub, user, server):
     await hub.request("DELETE", f"/users/{user}/servers/{server}")
     await hub.wait_stopped(user, server)
@@ -59,7 +53,7 @@ async def stop(hub, user, server):
 
 async def test_one_service_per_server_and_none_after_stop(hub, k8s_api, no_leaks):
     no_leaks.append("fbs-sim-ann.lee@example.org-")
-    await spawn(hub, "ann.lee@example.org", "gpu-1", {"system": "JUWELS"})
+    await hub.spawn("ann.lee@example.org", "gpu-1", {"system": "JUWELS"})
     model = await hub.wait_ready("ann.lee@example.org", "gpu-1")
     services = ours(k8s_api)
     assert len(services) == 1
@@ -80,7 +74,7 @@ async def test_foreign_service_survives_and_the_spawn_fails_clearly(hub, k8s_api
     foreign = make_service("jupyter-bo", NS, 1234, {"app": "other"}, {"app": "other"}, "someone", "")
     k8s_api.services[NS, "jupyter-bo"] = k8s_api._stored(foreign, NS)
     try:
-        await spawn(hub, "bo", "")
+        await hub.spawn("bo", "")
         events = await hub.progress_events("bo")
         assert events[-1]["failed"] is True
         assert any("does not belong to this server" in e.get("message", "") for e in events), events
@@ -93,7 +87,7 @@ async def test_foreign_service_survives_and_the_spawn_fails_clearly(hub, k8s_api
 async def test_api_errors_are_retried(hub, k8s_api, no_leaks):
     no_leaks.append("fbs-sim-cy-")
     k8s_api.faults[:] = [{"status": 500}, {"status": 429}, {"reset": True}]
-    await spawn(hub, "cy", "r")
+    await hub.spawn("cy", "r")
     await hub.wait_ready("cy", "r")
     assert len(ours(k8s_api)) == 1 and not k8s_api.faults
     await stop(hub, "cy", "r")
@@ -104,7 +98,7 @@ async def test_hub_stays_responsive_while_the_api_is_slow(hub, k8s_api, no_leaks
     no_leaks.append("fbs-sim-di-")
     k8s_api.latency = 3
     try:
-        await spawn(hub, "di", "s")
+        await hub.spawn("di", "s")
         # the Hub answers other requests while the spawn waits on the API server
         model = await hub.server_model("di", "s")
         assert model["pending"] == "spawn"
@@ -118,7 +112,7 @@ async def test_hub_stays_responsive_while_the_api_is_slow(hub, k8s_api, no_leaks
 
 async def test_restart_cleans_strays_and_recreates_missing(hub, k8s_api, no_leaks):
     no_leaks.append("fbs-sim-ed-")
-    await spawn(hub, "ed", "keep")
+    await hub.spawn("ed", "keep")
     await hub.wait_ready("ed", "keep")
     (name,) = ours(k8s_api)
     # a crash between creating a Service and saving the server's state leaves a stray ...
@@ -137,7 +131,7 @@ async def test_restart_cleans_strays_and_recreates_missing(hub, k8s_api, no_leak
 
 async def test_list_servers_for_a_remote_system(hub, k8s_api, no_leaks):
     no_leaks.append("fbs-sim-fi-")
-    await spawn(hub, "fi", "a")
+    await hub.spawn("fi", "a")
     model = await hub.wait_ready("fi", "a")
     status, listed = await hub.request("GET", "/servers", token=LISTER_TOKEN)
     assert status == 200
@@ -161,7 +155,7 @@ async def test_list_servers_for_a_remote_system(hub, k8s_api, no_leaks):
 async def test_list_servers_shows_the_start_id_of_a_pending_spawn(hub, k8s_api, no_leaks):
     # an external cleaner matches jobs by start id: an empty one would let it reap a starting job
     no_leaks.append("fbs-sim-gil-")
-    await spawn(hub, "gil", "p", {"start_delay": 5})
+    await hub.spawn("gil", "p", {"start_delay": 5})
     await hub.wait_for(lambda: asyncio.sleep(0, processes_with("fbs-sim-gil-")))
     status, objects = await hub.request("GET", "/servers?format=objects", token=LISTER_TOKEN)
     (entry,) = [o for o in objects if o["user"] == "gil"]
@@ -175,7 +169,7 @@ async def test_list_servers_shows_the_start_id_of_a_pending_spawn(hub, k8s_api, 
 
 async def test_a_server_that_ends_by_itself_leaves_no_service(hub, k8s_api, no_leaks):
     no_leaks.append("fbs-sim-hu-")
-    await spawn(hub, "hu", "")
+    await hub.spawn("hu", "")
     await hub.wait_ready("hu")
     assert len(ours(k8s_api)) == 1
     (pid,) = processes_with("fbs-sim-hu-")
@@ -196,7 +190,7 @@ async def test_a_service_of_the_original_package_is_taken_over(hub, k8s_api, no_
                  "selector": {"component": "hub"}},
     }  # fmt: skip
     k8s_api.services[NS, "jupyter-ivy"] = k8s_api._stored(legacy, NS)
-    await spawn(hub, "ivy", "")
+    await hub.spawn("ivy", "")
     model = await hub.wait_ready("ivy")
     svc = ours(k8s_api)["jupyter-ivy"]
     assert svc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "forwardbasespawner"

@@ -322,3 +322,52 @@ def test_a_control_dir_path_taken_by_someone_else_is_not_used(tmp_path, monkeypa
     (tmp_path / "elsewhere").mkdir()
     ours.symlink_to(tmp_path / "elsewhere")
     assert default_control_dir() == os.path.join(os.path.expanduser("~"), ".cache", "fbs-ssh")
+
+
+async def test_a_forward_claimed_after_its_adopted_master_died_is_kept(sshd, backend, tmp_path):
+    """A Hub adopts a master of the previous Hub process; the master dies before the server claims
+    its forward: the forward is added afresh and must not be cancelled as 'unclaimed' later."""
+
+    def manager(grace=60):
+        return TunnelManager(
+            log, directory=str(tmp_path / "ctl"), master_args={"known_hosts": sshd.known_hosts},
+            start_timeout=10, check_interval=0.5, restore_attempts=3, idle_timeout=0, adopt_grace=grace,
+        )  # fmt: skip
+
+    port = allocate_port()
+    forward = Forward("L", "127.0.0.1", port, "127.0.0.1", backend)
+    previous = manager()
+    await previous.add(endpoint_of(sshd), forward)
+    # the previous Hub process ends: its supervisors go, its master keeps serving
+    for task in previous._supervisors.values():
+        task.cancel()
+    current = manager(grace=1)
+    try:
+        await current.adopted()
+        (master,) = current.masters.values()
+        assert forward in master.unclaimed and master.pid == previous.masters[master.key].pid
+        os.kill(master.pid, signal.SIGKILL)
+        await asyncio.wait_for(asyncio.shield(master.wait_closed()), 5)
+        await current.add(endpoint_of(sshd), forward)  # the server's first poll
+        await asyncio.sleep(2)  # past adopt_grace: only unclaimed forwards are cancelled
+        assert await fetch(port) == f"hello from {backend}\n"
+    finally:
+        await current.close()
+    await eventually(lambda: asyncio.sleep(0, not ssh_processes(str(tmp_path / "ctl"))))
+
+
+def test_a_legacy_control_socket_must_be_a_socket_of_the_hubs_user(tmp_path):
+    import socket
+
+    from forwardbasespawner.ssh.legacy import trusted_owner
+
+    path = str(tmp_path / "control_node1")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(path)
+        assert trusted_owner(path) == os.getuid()
+        plain = tmp_path / "control_node2"
+        plain.write_text("")
+        assert trusted_owner(str(plain)) is None  # not a socket
+        if os.getuid() == 0:  # (CI) another local user's socket is never trusted
+            os.chown(path, 4321, 4321)
+            assert trusted_owner(path) is None

@@ -43,12 +43,6 @@ c.JupyterHub.load_roles.append({{"name": "node-watcher", "scopes": ["custom:sshn
         yield hub
 
 
-async def spawn(hub, user, server, options):
-    await hub.request("POST", f"/users/{user}")
-    status, reply = await hub.request("POST", f"/users/{user}/servers/{server}", body=options)
-    assert status in (201, 202), (status, reply)
-
-
 async def answers_through_proxy(hub, user, server):
     try:
         async with hub.session.get(f"{hub.url}/user/{user}/{server}/probe", timeout=aiohttp.ClientTimeout(total=5)) as r:
@@ -64,7 +58,7 @@ async def stop(hub, user, server):
 
 async def test_tunnel_during_start_then_nothing_left(hub, no_leaks):
     no_leaks.append("fbs-sim-ann-t1-")
-    await spawn(hub, "ann", "t1", {"tunnel": True})
+    await hub.spawn("ann", "t1", {"tunnel": True})
     model = await hub.wait_ready("ann", "t1")
     state = model["state"]
     assert state["tunnel_open"] and state["tunnel_node"] == "127.0.0.1"
@@ -84,7 +78,7 @@ async def test_tunnel_during_start_then_nothing_left(hub, no_leaks):
 
 async def test_tunnel_later_through_setuptunnel(hub, no_leaks):
     no_leaks.append("fbs-sim-ann-t2-")
-    await spawn(hub, "ann", "t2", {"later": True, "events": 1})
+    await hub.spawn("ann", "t2", {"later": True, "events": 1})
     events = await hub.progress_events("ann", "t2")
     assert events[-1].get("ready") is True
     assert await answers_through_proxy(hub, "ann", "t2")
@@ -94,7 +88,7 @@ async def test_tunnel_later_through_setuptunnel(hub, no_leaks):
 async def test_hub_restart_adopts_the_masters_and_their_forwards(hub, no_leaks):
     no_leaks.append("fbs-sim-bea-")
     for server in ("r1", "r2"):
-        await spawn(hub, "bea", server, {"tunnel": True})
+        await hub.spawn("bea", server, {"tunnel": True})
     for server in ("r1", "r2"):
         await hub.wait_ready("bea", server)
     before = ssh_processes(hub.control_dir)
@@ -124,7 +118,7 @@ async def metric(hub, name, **labels):
 
 async def test_killed_master_heals_without_an_api_call(hub, no_leaks):
     no_leaks.append("fbs-sim-cid-k-")
-    await spawn(hub, "cid", "k", {"tunnel": True})
+    await hub.spawn("cid", "k", {"tunnel": True})
     await hub.wait_ready("cid", "k")
     (pid,) = ssh_processes(hub.control_dir)
     os.kill(pid, 9)
@@ -138,7 +132,7 @@ async def test_killed_master_heals_without_an_api_call(hub, no_leaks):
 
 async def test_node_restarted_api(hub, no_leaks):
     no_leaks.append("fbs-sim-dee-n-")
-    await spawn(hub, "dee", "n", {"tunnel": True, "system": "JUWELS"})
+    await hub.spawn("dee", "n", {"tunnel": True, "system": "JUWELS"})
     await hub.wait_ready("dee", "n")
     (before,) = ssh_processes(hub.control_dir)
     alice = await hub.user_token("alice")
@@ -223,7 +217,7 @@ async def test_setuptunnel_authorization(hub, tunnel_world):
 @pytest.fixture(scope="module")
 async def tunnel_world(hub):
     """eve's server "w", running without a tunnel; yields its own API token."""
-    await spawn(hub, "eve", "w", {})
+    await hub.spawn("eve", "w", {})
     await hub.wait_ready("eve", "w")
     yield server_token("fbs-sim-eve-w-")
     await stop(hub, "eve", "w")
@@ -232,7 +226,7 @@ async def tunnel_world(hub):
 
 async def test_an_unreachable_node_ends_the_server_only_after_the_grace_period(hub, sshd, no_leaks):
     no_leaks.append("fbs-sim-fay-l-")
-    await spawn(hub, "fay", "l", {"tunnel": True})
+    await hub.spawn("fay", "l", {"tunnel": True})
     model = await hub.wait_ready("fay", "l")
     await sshd.stop()
     try:
@@ -254,7 +248,7 @@ async def test_an_unreachable_node_ends_the_server_only_after_the_grace_period(h
 
 async def test_server_reaches_the_hub_through_a_reverse_tunnel(hub, no_leaks):
     no_leaks.append("fbs-sim-gus-h-")
-    await spawn(hub, "gus", "h", {"tunnel": True, "hubtunnel": True, "events": 2})
+    await hub.spawn("gus", "h", {"tunnel": True, "hubtunnel": True, "events": 2})
     events = await hub.progress_events("gus", "h")
     assert [e["message"].split(": ", 1)[1] for e in events if "remote step" in e.get("message", "")] == [
         "remote step 1 of 2 via the hub tunnel", "remote step 2 of 2 via the hub tunnel",
@@ -274,7 +268,7 @@ async def test_server_reaches_the_hub_through_a_reverse_tunnel(hub, no_leaks):
 
 async def test_failed_setuptunnel_ends_the_spawn_with_a_reason(hub, no_leaks):
     no_leaks.append("fbs-sim-hal-q-")
-    await spawn(hub, "hal", "q", {"later": True, "quiet": True})
+    await hub.spawn("hal", "q", {"later": True, "quiet": True})
     stream = asyncio.ensure_future(hub.progress_events("hal", "q"))
     await hub.wait_for(lambda: asyncio.sleep(0, processes_with("fbs-sim-hal-q-")))
     status, reply = await hub.request(
@@ -292,7 +286,7 @@ async def test_a_server_that_ends_by_itself_leaves_no_forward_and_its_stop_runs(
     # only the base's poll() can remove the forward and run the subclass's _stop() (which here
     # kills the process group the remote "job" left: its start script's children)
     no_leaks.append("fbs-sim-ida-e-")
-    await spawn(hub, "ida", "e", {"tunnel": True})
+    await hub.spawn("ida", "e", {"tunnel": True})
     model = await hub.wait_ready("ida", "e")
     port = model["state"]["custom_port"]
     assert not port_is_free("127.0.0.1", port)

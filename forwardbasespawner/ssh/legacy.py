@@ -14,6 +14,7 @@ The argv builders are pure; the effects (running ssh, reading ``/proc``) are sma
 import asyncio
 import os
 import re
+import stat
 import time
 
 from .openssh import run_argv
@@ -49,20 +50,52 @@ def legacy_control_argv(path, command, node, spec=None, *, ssh="ssh"):
     return [ssh, "-S", path, "-O", command, *(["-L", spec] if spec else []), "--", node]
 
 
+#: the original ran ssh with setuid(1000) when its Hub was root: that uid's masters are the Hub's too
+ORIGINAL_SSH_UID = 1000
+
+
+def trusted_owner(path):
+    """The uid owning the socket at ``path`` if it is a socket of the Hub's user (or, for a Hub run
+    as root, of the uid the original package switched to), else None: a socket another local user
+    placed there must never make the Hub route a server's traffic to their process."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    allowed = {os.getuid()} | ({ORIGINAL_SSH_UID} if os.getuid() == 0 else set())
+    return info.st_uid if stat.S_ISSOCK(info.st_mode) and info.st_uid in allowed else None
+
+
+def process_uid(pid):
+    """The real uid of process ``pid``, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 async def _master_pid(path, node, ssh):
-    """The pid of the live master at ``path``, or None (cached for :data:`CHECK_TTL` seconds)."""
+    """The pid of the live master at ``path`` (a socket of a trusted owner, answered by a process
+    of that owner), or None; cached for :data:`CHECK_TTL` seconds."""
     now = time.monotonic()
     cached = _CHECKED.get(path)
     if cached and now - cached[0] < CHECK_TTL:
         return cached[1]
     pid = None
-    if os.path.exists(path):
+    owner = trusted_owner(path)
+    if owner is not None:
         try:
             rc, out, err = await run_argv(legacy_control_argv(path, "check", node, ssh=ssh), timeout=10)
             found = _MASTER_PID.search(out + err)
             pid = int(found.group(1)) if rc == 0 and found else None
         except asyncio.TimeoutError:
             pass
+        if pid is not None and process_uid(pid) != owner:
+            pid = None
     _CHECKED[path] = (now, pid)
     return pid
 

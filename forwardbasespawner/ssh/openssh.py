@@ -145,15 +145,32 @@ def process_exit(pid):
 
 
 def read_journal(path):
-    """``(Endpoint, [Forward])`` from a master's journal, or None if it is missing or damaged."""
+    """``(Endpoint, [Forward], pid)`` from a master's journal, or None if it is missing or damaged."""
     try:
         with open(path) as f:
             data = json.load(f)
         endpoint = data["endpoint"]
         endpoint["options"] = tuple(tuple(pair) for pair in endpoint.get("options") or ())
-        return Endpoint(**endpoint), [Forward(*item) for item in data.get("forwards") or []]
+        pid = data.get("pid")
+        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 1 else None
+        return Endpoint(**endpoint), [Forward(*item) for item in data.get("forwards") or []], pid
     except (OSError, ValueError, KeyError, TypeError):  # InvalidSpec is a ValueError
         return None
+
+
+def stop_stale_master(pid, control_path):
+    """SIGTERM ``pid`` if it is an ssh master of ``control_path`` (checked in its command line):
+    one that no longer answers on its socket, which is about to be removed."""
+    if not pid:
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return
+    if argv and argv[0].endswith(b"ssh") and control_path.encode() in argv:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def _alive(pid):
@@ -237,6 +254,7 @@ class ControlMaster(Master):
     def save_journal(self):
         """Write the wanted forwards and the endpoint beside the socket (atomically, 0600)."""
         data = {
+            "pid": self.pid,
             "endpoint": dataclasses.asdict(self.endpoint),
             "forwards": [dataclasses.astuple(f) for f in self.wanted],
         }
@@ -273,6 +291,9 @@ class ControlMaster(Master):
     async def _start(self):
         if await self.adopt():
             return
+        journal = read_journal(self.journal_path)
+        if journal is not None:
+            stop_stale_master(journal[2], self.control_path)  # a hung master must not outlive its socket
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)  # a stale socket of a dead master
         truncate_log(self.log_path)

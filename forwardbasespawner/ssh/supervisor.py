@@ -21,7 +21,7 @@ import time
 import weakref
 
 from .metrics import ADOPTIONS, FORWARD_SETUP_SECONDS, RESTORES, register_collector
-from .openssh import ControlMaster, TunnelError, control_dir, read_journal
+from .openssh import ControlMaster, TunnelError, control_dir, read_journal, stop_stale_master
 from .sockets import process_listens
 
 _ALL_MANAGERS = weakref.WeakSet()
@@ -79,29 +79,21 @@ class TunnelManager:
         adopt = getattr(self.master_class, "adopt", None)
         if adopt is None:  # a backend that lives in the Hub process has nothing to adopt
             return
-        directory = control_dir(self.directory)
-        keys = sorted({name.split(".", 1)[0] for name in os.listdir(directory) if not name.startswith(".")})
         found = []
+        try:
+            directory = control_dir(self.directory)
+            keys = sorted({name.split(".", 1)[0] for name in os.listdir(directory) if not name.startswith(".")})
+        except OSError as e:  # no adoption then; tunnels are made afresh (never a broken manager)
+            self.log.error("Cannot read the ssh control directory %s: %s", self.directory, e)
+            return
         for key in keys:
-            path = os.path.join(directory, key)
-            journal = read_journal(path + ".forwards")
-            master = None
-            if journal is not None:
-                endpoint, forwards = journal
-                master = self.master_class(
-                    endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout
-                )
-                master.key = key
-            if master is not None and await master.adopt():
-                master.unclaimed = set(forwards)
-                self.masters[key] = master
-                self._supervise(master)
+            try:
+                master = await self._adopt_one(directory, key)
+            except Exception:  # one bad entry must not keep the others (or every later tunnel) from working
+                self.log.exception("Adopting the ssh master %s failed", key)
+                continue
+            if master is not None:
                 found.append(master)
-                ADOPTIONS.labels(node=endpoint.host, outcome="master").inc()
-            else:  # a dead master's leftovers
-                for leftover in (path, path + ".forwards", path + ".log"):
-                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                        os.unlink(leftover)
         if found:
             self.log.info(
                 "Adopted %d ssh master(s) of an earlier Hub process with %d forwards; unclaimed forwards are "
@@ -109,11 +101,37 @@ class TunnelManager:
             )  # fmt: skip
             self._reconcile = asyncio.ensure_future(self._cancel_unclaimed_later())
 
+    async def _adopt_one(self, directory, key):
+        """Adopt the master of control socket ``key`` if it answers; else stop what is left of it."""
+        path = os.path.join(directory, key)
+        journal = read_journal(path + ".forwards")
+        if journal is None:
+            # no record of what it is: leave a socket that may still have a master behind it (a
+            # master of ours starting on this path later checks it first), remove the rest
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(path + ".forwards.tmp")
+            return None
+        endpoint, forwards, pid = journal
+        master = self.master_class(endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout)
+        master.key = key
+        if await master.adopt():
+            master.unclaimed = set(forwards)
+            self.masters[key] = master
+            self._supervise(master)
+            ADOPTIONS.labels(node=endpoint.host, outcome="master").inc()
+            return master
+        # it does not answer (dead, or hung): never leave a live master without its socket
+        stop_stale_master(pid, path)
+        for leftover in (path, path + ".forwards", path + ".forwards.tmp", path + ".log"):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(leftover)
+        return None
+
     async def _cancel_unclaimed_later(self):
         await asyncio.sleep(self.adopt_grace)
         for master in list(self.masters.values()):
             unclaimed, master.unclaimed = master.unclaimed, set()
-            for forward in unclaimed:
+            for forward in unclaimed - set(master.wanted):  # a forward added again meanwhile stays
                 self.log.info("Cancelling %s via %s: no running server claimed it", forward.argument(), master.endpoint.describe())
                 await master.remove(forward)
             if unclaimed:
@@ -141,7 +159,7 @@ class TunnelManager:
         while True:
             key = f"{endpoint.id}-{shard}"
             master = self.masters.get(key)
-            if master is None:
+            if master is None or master.stopping:
                 path = os.path.join(control_dir(self.directory), key)
                 master = self.master_class(
                     endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout
@@ -164,6 +182,9 @@ class TunnelManager:
         if forward not in self.placed and self._claim(endpoint, forward) is not None:
             self.failed.pop(forward, None)
             return None
+        for master in self.masters.values():  # not claimable (its master is down): never cancel it later
+            master.unclaimed.discard(forward)
+        await self._exits_of(endpoint)
         placed = self.placed.get(forward)
         master = placed if placed is not None and placed.endpoint == endpoint else self.master(endpoint)
         self.placed[forward] = master
@@ -314,17 +335,33 @@ class TunnelManager:
 
         async def exit_when_idle():
             await asyncio.sleep(self.idle_timeout)
-            if not master.wanted and not master.unclaimed:
+            if master.wanted or master.unclaimed:
                 self._idle_exits.pop(master.key, None)
+                return
+            # from here on the exit runs to its end: a forward for this endpoint waits for it and
+            # gets a new master (the same socket path must not be shared with a dying master)
+            master.stopping = True
+            try:
                 await self._exit(master)
+            finally:
+                if self._idle_exits.get(master.key) is asyncio.current_task():
+                    del self._idle_exits[master.key]
 
         self._idle_exits[master.key] = asyncio.ensure_future(exit_when_idle())
 
     def _cancel_idle_exit(self, master):
-        master.stopping = False
+        if master.stopping:
+            return  # too late: its exit is under way
         task = self._idle_exits.pop(master.key, None)
         if task is not None:
             task.cancel()
+
+    async def _exits_of(self, endpoint):
+        """Wait until masters of ``endpoint`` that are exiting have exited."""
+        for key, task in list(self._idle_exits.items()):
+            exiting = self.masters.get(key)
+            if exiting is not None and exiting.stopping and exiting.endpoint == endpoint:
+                await asyncio.shield(task)
 
     async def _exit(self, master):
         watcher = self._supervisors.pop(master.key, None)
@@ -332,22 +369,26 @@ class TunnelManager:
             watcher.cancel()
             # its ssh -O check may be running: wait until the cancel has ended that process
             await asyncio.gather(watcher, return_exceptions=True)
-        try:
-            # shielded: a cancelled caller must not leave a half-stopped master behind
-            await asyncio.shield(master.exit())
-        finally:
+        exiting = master.exit()  # from here on the exit completes, whoever waits for it
+
+        def forget(_=None):
             if self.masters.get(master.key) is master:
                 del self.masters[master.key]
             for forward in [f for f, m in self.placed.items() if m is master]:
                 del self.placed[forward]
+
+        exiting.add_done_callback(forget)
+        await asyncio.shield(exiting)  # a cancelled caller must not leave a half-stopped master behind
         self.log.info("ssh master to %s closed: no forwards left", master.endpoint.describe())
 
     async def close(self):
         """Stop every master (tests, an explicit shutdown): nothing is left behind."""
-        tasks = list(self._idle_exits.values()) + list(self._supervisors.values())
+        exiting = [t for key, t in self._idle_exits.items() if getattr(self.masters.get(key), "stopping", False)]
+        tasks = [t for t in self._idle_exits.values() if t not in exiting] + list(self._supervisors.values())
         tasks += [t for t in (self._adoption, self._reconcile) if t is not None]
         for task in tasks:
             task.cancel()
-        # a cancelled task ends its ssh client processes on the way out: wait for that
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # a cancelled task ends its ssh client processes on the way out: wait for that, and for
+        # exits already under way
+        await asyncio.gather(*tasks, *exiting, return_exceptions=True)
         await asyncio.gather(*(self._exit(m) for m in list(self.masters.values())), return_exceptions=True)

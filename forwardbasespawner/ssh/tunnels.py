@@ -42,6 +42,13 @@ def default_control_dir(log=None):
     return fallback
 
 
+def set_by_caller(info, setting):
+    """Whether ``port_forward_info`` (a SetupTunnel caller's fragment, or an old state row) sets
+    the endpoint ``setting`` itself; it then wins over the operator's ssh options."""
+    key = {"port": "ssh_port", "user": "ssh_username", "key": "ssh_key"}.get(setting)
+    return key is not None and key in info
+
+
 class SSHTunnels(LoggingConfigurable):
     """Traits and methods of the hub → server tunnel (mixed into ForwardBaseSpawner)."""
 
@@ -385,7 +392,8 @@ class SSHTunnels(LoggingConfigurable):
         and the server's route follows), and ``poll()`` reports the server running: a lost tunnel
         alone never ends a user's server at once. After a Hub restart the first poll of a server
         retries the restore for up to this long. When it runs out, the server ends with a failed
-        event that says why.
+        event that says why, and its remote side is stopped too (the subclass's ``_stop()``, e.g. a
+        batch job is cancelled): raise it where a jump node's maintenance may take longer.
 
         Default: 300.
 
@@ -641,13 +649,13 @@ class SSHTunnels(LoggingConfigurable):
             user=await self._setting(username, info) or "",
             key=await self._setting(key, info) or "",
         )
-        if options in info:  # from a caller (or an old state row): only the allow-listed options
-            ssh_options = dict(info[options] or {})
-        else:  # the operator's: the original package's vocabulary is understood
-            original, ssh_options, dropped = split_original_options(dict(await resolve(getattr(self, options), self, info) or {}))
-            settings.update(original)
-            if dropped:
-                self.log.debug("%s: ssh options %s are not needed here (masters are run by this library)", options, dropped)
+        # the operator's options: the original package's vocabulary is understood
+        original, ssh_options, dropped = split_original_options(dict(await resolve(getattr(self, options), self, info) or {}))
+        settings.update({k: v for k, v in original.items() if not set_by_caller(info, k)})
+        if dropped:
+            self.log.debug("%s: ssh options %s are not needed here (masters are run by this library)", options, dropped)
+        if info.get(options):  # a caller's (or an old state row's): allow-listed options only, on top
+            ssh_options.update(dict(info[options]))
         port = settings["port"]
         # the original package's forms: a port as a string, None for "not set"
         digits = isinstance(port, str) and port.strip().isascii() and port.strip().isdigit()
@@ -849,20 +857,26 @@ class SSHTunnels(LoggingConfigurable):
         """None if this server's tunnels are fine, else the reason they are not.
 
         After a Hub restart (state loaded with open tunnels) the first call restores them, before
-        JupyterHub checks that the server answers. A forward that the original package's master
-        still serves is adopted rather than replaced (see :mod:`forwardbasespawner.ssh.legacy`).
+        JupyterHub checks that the server answers; until a restore has worked, every later call
+        tries again. A forward that the original package's master still serves is adopted rather
+        than replaced (see :mod:`forwardbasespawner.ssh.legacy`). A forward that this Hub should
+        keep but does not (a failed restore, a failed move) counts as needing a restore too.
         """
-        restore, self._tunnel_needs_restore = self._tunnel_needs_restore, False
+        restore = self._tunnel_needs_restore
         try:
             if restore and self._remote_forward_open and self.ssh_remote_forward_mode == "reverse":
                 await self.run_ssh_forward_remote()  # asks for the same port again: the server knows it
             if not (self._tunnel_open and self.port and "service" in self.port_forward_info) or self.ssh_custom_forward:
+                self._tunnel_needs_restore = False
                 return None
             endpoint = await self.get_ssh_endpoint()
-            forward = self._local_forward(self.port)
             manager = self.tunnel_manager()
-            if restore and not manager.wants(endpoint, forward) and not await self._adopt_legacy_forward(endpoint):
-                await self._restore_forward(endpoint)
+            missing = not manager.wants(endpoint, self._local_forward(self.port)) and not self._legacy_forward
+            changed = False
+            if missing and not (restore and await self._adopt_legacy_forward(endpoint)):
+                # after a Hub restart JupyterHub waits for this poll: keep trying then; later, once
+                await self._restore_forward(endpoint, retry=restore)
+                changed = True
             elif self._legacy_forward and not await legacy.legacy_master_serving(
                 self._legacy_forward[0], endpoint.host, self.port, ssh=self.ssh_binary
             ):
@@ -870,10 +884,14 @@ class SSHTunnels(LoggingConfigurable):
                 legacy.forget(self._legacy_forward[0], self.port)
                 self._legacy_forward = None
                 await self.ssh_default_forward()
+                changed = True
+            changed = changed or bool(restore and self._legacy_forward)
             if restore and self._legacy_state and not self._svc_open and self.ssh_custom_svc is None and await self.svc_enabled():
                 # the original made a Service for every forward and kept no record of it
                 self._adopt_legacy_service_name()
                 self._svc_open = True
+                changed = True
+            self._tunnel_needs_restore = False
             if (restore or self._svc_restore_pending) and self._svc_open and self.ssh_custom_svc is None:
                 try:
                     await self.ssh_default_svc()  # recreated if it went missing; ours is kept
@@ -882,25 +900,39 @@ class SSHTunnels(LoggingConfigurable):
                     self.log.error("Restoring the Service of %s failed: %s", self._log_name, e)
                     self._svc_restore_pending = True
             if self._legacy_forward:
-                return None
-            failed = manager.is_failed(self._local_forward(self.port))
-            if failed and await self._move_if_port_taken(endpoint):
-                return None
+                failed = None
+            else:
+                failed = manager.is_failed(self._local_forward(self.port))
+                if failed and await self._move_if_port_taken(endpoint):
+                    failed, changed = None, True
+            if changed:
+                self.save_state()  # the port, the Service: the next Hub process must know them
             return failed
         except (TunnelError, InvalidSpec) as e:
             return str(e)
 
-    async def _restore_forward(self, endpoint):
-        """After a Hub restart: bring this server's forward back on its port, retrying with
-        backoff for up to ``ssh_tunnel_grace`` (JupyterHub waits for this poll before it checks
-        the server); a port another process took meanwhile makes the forward move."""
-        deadline = time.monotonic() + self.ssh_tunnel_grace
+    def _stopped_meanwhile(self):
+        """The server was stopped while a restore or a move waited (stop() removed what it knew)."""
+        return self.already_stopped or not self._tunnel_open or "service" not in self.port_forward_info
+
+    async def _restore_forward(self, endpoint, retry=True):
+        """Bring this server's forward back on its port; with ``retry`` (after a Hub restart, when
+        JupyterHub waits for this poll before it checks the server) with backoff until
+        ``ssh_tunnel_grace`` after it was first found missing, else once. A port another process
+        took meanwhile makes the forward move. A stop meanwhile ends the retries and leaves nothing
+        behind."""
+        if self._tunnel_broken_since is None:
+            self._tunnel_broken_since = time.monotonic()
+        deadline = self._tunnel_broken_since + self.ssh_tunnel_grace
         delay = 0.5
         while True:
             try:
                 await self.ssh_default_forward()
+                if self._stopped_meanwhile():
+                    await self.tunnel_manager().remove(endpoint, self._local_forward(self.port))
+                    raise TunnelError("the server was stopped while its tunnel was being restored")
                 TUNNEL_EVENTS.labels(node=endpoint.host, event="restored").inc()
-                self.log.info("Tunnel of %s restored after a Hub restart (port %s)", self._log_name, self.port)
+                self.log.info("Tunnel of %s restored (port %s)", self._log_name, self.port)
                 return
             except ForwardError as e:
                 if await self._move_if_port_taken(endpoint):
@@ -908,7 +940,7 @@ class SSHTunnels(LoggingConfigurable):
                 error = e
             except TunnelError as e:
                 error = e
-            if time.monotonic() + delay > deadline:
+            if not retry or self._stopped_meanwhile() or time.monotonic() + delay > deadline:
                 raise error
             self.log.warning("Restoring the tunnel of %s failed (%s); trying again in %.1fs", self._log_name, error, delay)
             await asyncio.sleep(delay)
@@ -926,6 +958,9 @@ class SSHTunnels(LoggingConfigurable):
         await manager.remove(endpoint, self._local_forward(old))
         self.port = allocate_port(host)
         await manager.add(endpoint, self._local_forward(self.port))
+        if self._stopped_meanwhile():
+            await manager.remove(endpoint, self._local_forward(self.port))
+            return False
         TUNNEL_EVENTS.labels(node=endpoint.host, event="moved").inc()
         self.log.warning("Port %s of %s is taken by another process: its tunnel moved to port %s", old, self._log_name, self.port)
         if self._svc_open and self.ssh_custom_svc is None:

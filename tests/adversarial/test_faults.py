@@ -43,12 +43,6 @@ c.Spawner.http_timeout = 6
         yield hub
 
 
-async def spawn(hub, user, server, options):
-    await hub.request("POST", f"/users/{user}")
-    status, reply = await hub.request("POST", f"/users/{user}/servers/{server}", body=options)
-    assert status in (201, 202), (status, reply)
-
-
 async def answers(hub, user, server):
     try:
         async with hub.session.get(f"{hub.url}/user/{user}/{server}/probe") as r:
@@ -76,7 +70,14 @@ def control_sockets(hub):
         names = os.listdir(hub.control_dir)
     except FileNotFoundError:
         return []
-    return [n for n in names if stat.S_ISSOCK(os.lstat(os.path.join(hub.control_dir, n)).st_mode)]
+    found = []
+    for name in names:
+        try:  # a master's files come and go while we look
+            if stat.S_ISSOCK(os.lstat(os.path.join(hub.control_dir, name)).st_mode):
+                found.append(name)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 async def assert_no_leaks(hub, marker, ports=(), k8s_api=None):
@@ -96,7 +97,12 @@ async def assert_no_leaks(hub, marker, ports=(), k8s_api=None):
         await hub.wait_for(clean, timeout=60)
     except AssertionError:
         count("leaks")
-        raise
+        left = {
+            "processes": processes_with(marker), "busy ports": [p for p in ports if not port_is_free("127.0.0.1", p)],
+            "ssh": ssh_processes(hub.control_dir), "sockets": control_sockets(hub),
+            "services": k8s_api and [k for k in k8s_api.services if k[0] == NS],
+        }  # fmt: skip
+        raise AssertionError(f"left behind: {left}") from None
 
 
 async def stop(hub, user, server):
@@ -105,7 +111,7 @@ async def stop(hub, user, server):
 
 
 async def test_kill_9_the_master_mid_spawn(hub):
-    await spawn(hub, "ken", "k", {"tunnel": True, "events": 4, "event_delay": 0.3})
+    await hub.spawn("ken", "k", {"tunnel": True, "events": 4, "event_delay": 0.3})
 
     async def master():
         return ssh_processes(hub.control_dir)
@@ -125,7 +131,7 @@ async def test_kill_9_the_master_mid_spawn(hub):
 
 
 async def test_sshd_stopped_mid_forward_then_back(hub, sshd):
-    await spawn(hub, "sid", "f", {"tunnel": True})
+    await hub.spawn("sid", "f", {"tunnel": True})
     model = await hub.wait_ready("sid", "f")
     port = model["state"]["custom_port"]
     await sshd.stop()
@@ -150,7 +156,7 @@ async def test_kubernetes_faults_on_create_and_delete(hub, k8s_api, faults):
     user = f"kay{len(faults)}{faults[0].get('status', 'x')}"
     k8s_api.faults[:] = [dict(f) for f in faults]
     count("faults_injected", len(faults))
-    await spawn(hub, user, "", {"tunnel": True, "svc": True})
+    await hub.spawn(user, "", {"tunnel": True, "svc": True})
     model = await hub.wait_ready(user)
     services = [k for k in k8s_api.services if k[0] == NS]
     assert len(services) == 1, services
@@ -161,7 +167,7 @@ async def test_kubernetes_faults_on_create_and_delete(hub, k8s_api, faults):
 
 
 async def test_a_remote_that_never_calls_setuptunnel(hub):
-    await spawn(hub, "nil", "n", {"later": True, "quiet": True})
+    await hub.spawn("nil", "n", {"later": True, "quiet": True})
     count("faults_injected")
 
     async def reserved():
@@ -174,14 +180,14 @@ async def test_a_remote_that_never_calls_setuptunnel(hub):
     assert status == 200
     await assert_no_leaks(hub, "fbs-sim-nil-")
     # it can be started again afterwards
-    await spawn(hub, "nil", "n", {"later": False})  # (an empty body would reuse the last options)
+    await hub.spawn("nil", "n", {"later": False})  # (an empty body would reuse the last options)
     await hub.wait_ready("nil", "n")
     await stop(hub, "nil", "n")
     await assert_no_leaks(hub, "fbs-sim-nil-")
 
 
 async def test_a_remote_that_posts_ten_thousand_events(hub):
-    await spawn(hub, "ten", "t", {"tunnel": True})
+    await hub.spawn("ten", "t", {"tunnel": True})
     model = await hub.wait_ready("ten", "t")
     token = server_token("fbs-sim-ten-t-")
     log_start = len(hub.log_text())

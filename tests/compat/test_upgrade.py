@@ -215,13 +215,6 @@ async def post(session, url, token, body):
         return r.status, await r.text()
 
 
-async def spawn(hub, user, server, options):
-    await hub.request("POST", f"/users/{user}")
-    path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
-    status, reply = await hub.request("POST", path, body=options)
-    assert status in (201, 202), (status, reply, hub.log_tail())
-
-
 # ------------------------------------------------------------------ the scenario
 @pytest.mark.parametrize("master", ["kept", "killed"])
 async def test_upgrade_in_place(master, original_venv, sshd, ssh_files, tmp_path):
@@ -247,9 +240,9 @@ async def test_upgrade_in_place(master, original_venv, sshd, ssh_files, tmp_path
         await hub.start()
         # ---- on the original
         for user, server in TUNNELLED:
-            await spawn(hub, user, server, {"events": 2})
+            await hub.spawn(user, server, {"events": 2})
             await hub.wait_ready(user, server)
-        await spawn(hub, *DELAYED, {"later": True, "wait_file": str(wait_file)})
+        await hub.spawn(*DELAYED, {"later": True, "wait_file": str(wait_file)})
 
         async def delayed_saved():  # the original saves the state before it waits for the server
             row = db_states(hub).get(DELAYED)
