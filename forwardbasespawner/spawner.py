@@ -525,17 +525,16 @@ class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServi
         if self.already_stopped:
             # stop() ran (or the server ended and poll() cleaned up): it is not running
             return 0 if self._exit_status is None else self._exit_status
-        if self._start_failed or self._start_cancelled or self._stop_pending:
-            # JupyterHub polls before it stops a server (and a failed or cancelled start): nothing
-            # to check or restore then, only whether the remote side still runs
-            return await self._poll()
-        try:
-            broken = await self.check_tunnel()
-        except Exception:
-            # a bug or an operator hook's error says nothing about the tunnel: never a reason to end
-            # the server, nor to stop JupyterHub's polling
-            self.log.exception("Checking the tunnel of %s failed; the server is left as it is", self._log_id)
-            broken = None
+        broken = None
+        # JupyterHub polls before it stops a server (and a failed or cancelled start): no tunnel to
+        # check or restore then, only whether the remote side still runs
+        if not (self._start_failed or self._start_cancelled or self._stop_pending):
+            try:
+                broken = await self.check_tunnel()
+            except Exception:
+                # a bug or an operator hook's error says nothing about the tunnel: never a reason to
+                # end the server, nor to stop JupyterHub's polling
+                self.log.exception("Checking the tunnel of %s failed; the server is left as it is", self._log_id)
         if broken:
             # a lost tunnel alone never ends the server at once: it is being restored meanwhile
             now = time.monotonic()
