@@ -5,7 +5,6 @@ the Slurm-style batch subclass (examples/slurm) with both remote start script te
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ import textwrap
 import pytest
 
 from tests.conftest import ssh_config
-from tests.hubharness import REPO, Hub
+from tests.hubharness import REPO, running_hub
 
 pytestmark = pytest.mark.slow
 
@@ -80,13 +79,8 @@ async def minimal_hub(tmp_path_factory, sshd):
         c.Spawner.http_timeout = 60
         """)
     pythonpath = os.pathsep.join([os.path.join(EXAMPLES, "minimal"), REPO, os.environ.get("PYTHONPATH", "")])
-    hub = Hub(directory, extra_config=config, pythonpath=pythonpath)
-    try:
-        await hub.start()
+    async with running_hub(directory, config, pythonpath=pythonpath) as hub:
         yield hub
-    finally:
-        await hub.close()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.parametrize("server", ["", "tunnel"])
@@ -195,14 +189,9 @@ async def slurm_hub(tmp_path_factory, sshd, fake_slurm):
         c.Spawner.http_timeout = 60
         """)
     pythonpath = os.pathsep.join([os.path.join(EXAMPLES, "slurm"), REPO, os.environ.get("PYTHONPATH", "")])
-    hub = Hub(directory, extra_config=config, pythonpath=pythonpath)
-    hub.closed_port = closed_port
-    try:
-        await hub.start()
+    async with running_hub(directory, config, pythonpath=pythonpath) as hub:
+        hub.closed_port = closed_port
         yield hub
-    finally:
-        await hub.close()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.parametrize("template", ["bash", "python"])

@@ -137,8 +137,7 @@ class SetupTunnelAPIHandler(APIHandler):
             spawner.events.append(event)
             await end_spawn(self, spawner, server_name, spawner.events[-1])
             raise web.HTTPError(422, TUNNEL_FAILED) from None
-        spawner._tunnel_open = True
-        spawner.save_state()
+        spawner.save_state()  # run_ssh_forward() recorded the open tunnel
         self.log.info("SetupTunnel for %s: forward to %s is up", spawner._log_name, request["service"])
         self.set_status(204)
         self.finish()
