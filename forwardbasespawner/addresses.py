@@ -4,14 +4,14 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from .errors import InvalidAddress
+
 # RFC 1123 host names: labels of ASCII letters, digits and inner hyphens, dot separated. Always
 # used with fullmatch: a `$` would let a trailing newline through ("node1\n").
 _HOSTNAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 _ASCII_DIGITS = re.compile(r"[0-9]{1,5}")
 
 
-class InvalidAddress(ValueError):
-    """An address that is not ``[http[s]://]host:port``; the message says why."""
 
 
 def validate_host(host):

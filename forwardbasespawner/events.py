@@ -17,6 +17,8 @@ from http.client import responses
 
 import nh3
 
+from .errors import InvalidEvent
+
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _TIMESTAMP_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}: ")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -32,8 +34,6 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
 ALLOWED_URL_SCHEMES = {"http", "https", "mailto"}
 
 
-class InvalidEvent(ValueError):
-    """An event that is not acceptable; the message says why, for the caller."""
 
 
 def timestamp(now=None):

@@ -12,6 +12,7 @@ from tornado import web
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from .addresses import format_url, parse_server_address
+from .errors import StartAborted
 from .events import EventLog, describe_exception
 from .hooks import Hook, resolve, resolve_sync, resolve_sync_or_awaitable, settle, value_or_callable
 from .k8s.services import KubernetesServices
@@ -26,12 +27,6 @@ def token_sha256(token):
     return hashlib.sha256(token.encode("utf8")).hexdigest()
 
 
-class StartAborted(Exception):
-    """The remote side reported that the start failed; the message is for the user."""
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.jupyterhub_message = message
 
 
 class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServices, Spawner):

@@ -10,9 +10,9 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
+from ..errors import ServiceConflict
 
-class ServiceConflict(Exception):
-    """A Service with the wanted name exists and is not ours for this server; it is left alone."""
+
 
 
 def _retryable(error):

@@ -15,6 +15,7 @@ import signal
 import stat
 import time
 
+from ..errors import ForwardError, TunnelError
 from .master import Master
 from .spec import Endpoint, Forward
 
@@ -183,12 +184,6 @@ def _alive(pid):
 # ---------------------------------------------------------------- effects
 
 
-class TunnelError(Exception):
-    """A master or a forward could not be set up; the message is ssh's own reason."""
-
-
-class ForwardError(TunnelError):
-    """The master is up but refused one forward (e.g. its port is taken)."""
 
 
 async def run_argv(argv, timeout=30):

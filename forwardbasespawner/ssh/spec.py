@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..addresses import InvalidAddress, validate_host, validate_port
+from ..errors import InvalidSpec, TunnelRequestRefused
 
 # always used with fullmatch: `$` would accept a trailing newline ("Ciphers=aes128-ctr\n")
 _USERNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
@@ -25,8 +26,6 @@ ALLOWED_SSH_OPTIONS = frozenset(
 )  # fmt: skip
 
 
-class InvalidSpec(ValueError):
-    """A tunnel setting that may not reach a command line; the message says which and why."""
 
 
 #: ssh options that configurations of the original package set, and the one config line that
@@ -179,8 +178,6 @@ def _bracket(host):
     return f"[{host}]" if ":" in host else host
 
 
-class TunnelRequestRefused(InvalidSpec):
-    """A SetupTunnel caller asked for something the operator did not allow."""
 
 
 def _validate_key_path(path):

@@ -6,7 +6,6 @@ import os
 import stat
 import tempfile
 import time
-import weakref
 from urllib.parse import urlsplit
 
 from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
@@ -20,9 +19,9 @@ from .openssh import ControlMaster, ForwardError, TunnelError, remote_command_ar
 from .metrics import TUNNEL_EVENTS
 from .ports import allocate_port, port_is_free
 from .spec import Endpoint, Forward, InvalidSpec, split_original_options
+from .registry import shared_manager, tunnel_managers
 from .supervisor import TunnelManager
 
-_MANAGERS = weakref.WeakKeyDictionary()  # event loop -> {control dir: TunnelManager}
 
 
 
@@ -605,16 +604,13 @@ class SSHTunnels(LoggingConfigurable):
     @staticmethod
     def tunnel_managers():
         """Every TunnelManager of the running event loop."""
-        return list(_MANAGERS.get(asyncio.get_running_loop(), {}).values())
+        return tunnel_managers()
 
     def tunnel_manager(self):
         """The Hub's shared :class:`TunnelManager` (one per event loop, control directory and backend)."""
-        loop = asyncio.get_running_loop()
-        managers = _MANAGERS.setdefault(loop, {})
-        key = (self.ssh_control_dir, self.ssh_backend)
-        manager = managers.get(key)
-        if manager is None:
-            manager = managers[key] = TunnelManager(
+        return shared_manager(
+            (self.ssh_control_dir, self.ssh_backend),
+            lambda: TunnelManager(
                 self.log,
                 directory=self.ssh_control_dir,
                 ssh=self.ssh_binary,
@@ -630,8 +626,8 @@ class SSHTunnels(LoggingConfigurable):
                 master_class=AsyncsshMaster if self.ssh_backend == "asyncssh" else ControlMaster,
                 forwards_per_master=self.ssh_forwards_per_master,
                 adopt_grace=self.ssh_adopt_grace,
-            )
-        return manager
+            ),
+        )
 
     async def _setting(self, name, info):
         """A key of ``info`` (part of ``port_forward_info``) overrides the trait of the same name."""
