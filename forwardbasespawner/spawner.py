@@ -9,17 +9,23 @@ from contextlib import aclosing
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import url_escape_path, url_path_join
 from tornado import web
-from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from .addresses import format_url, parse_server_address
 from .errors import StartAborted
 from .events import EventLog, describe_exception
-from .hooks import Hook, resolve, resolve_sync, resolve_sync_or_awaitable, settle, value_or_callable
+from .hooks import resolve, resolve_sync, resolve_sync_or_awaitable, settle
 from .k8s.services import KubernetesServices
 from .original_methods import OriginalMethods
-from .policy import APIPolicy
 from .ssh.metrics import TUNNEL_EVENTS
 from .ssh.tunnels import SSHTunnels
+from .traits import (
+    APIPolicy,
+    EventTraits,
+    KubernetesTraits,
+    LifecycleTraits,
+    RemoteForwardTraits,
+    SSHTunnelTraits,
+)
 
 
 def token_sha256(token):
@@ -29,7 +35,18 @@ def token_sha256(token):
 
 
 
-class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServices, Spawner):
+class ForwardBaseSpawner(
+    OriginalMethods,
+    SSHTunnels,
+    KubernetesServices,
+    LifecycleTraits,
+    EventTraits,
+    SSHTunnelTraits,
+    RemoteForwardTraits,
+    KubernetesTraits,
+    APIPolicy,
+    Spawner,
+):
     """Base class for spawners whose single-user servers run on another system.
 
     Subclasses implement three coroutines:
@@ -45,232 +62,6 @@ class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServi
     """
 
     # -------------------------------------------------------------- lifecycle hooks
-    pre_poll_hook = Hook(
-        help="""
-        Decide, before each poll, whether to ask the remote system at all.
-
-        Default: None (always call ``_poll()``).
-        Signature: ``pre_poll_hook(spawner) -> bool | int | None``, sync or async.
-        Return True to call ``_poll()``; False to report the server as running without asking;
-        an int or None to report that status directly (None: running, int: stopped).
-
-        Example::
-
-            def pre_poll_hook(spawner):
-                # the remote system is in maintenance: don't stop servers because it is silent
-                return False if maintenance_mode() else True
-
-            c.ForwardBaseSpawner.pre_poll_hook = pre_poll_hook
-        """,
-    )
-
-    pre_stop_hook = Hook(
-        help="""
-        Called before the remote server is stopped; errors are logged and the stop goes on.
-
-        Default: None.
-        Signature: ``pre_stop_hook(spawner)``, sync or async.
-
-        Example::
-
-            async def pre_stop_hook(spawner):
-                spawner.log.info("stopping %s on %s", spawner._log_name, spawner.port_forward_info)
-
-            c.ForwardBaseSpawner.pre_stop_hook = pre_stop_hook
-        """,
-    )
-
-    update_start_response = Hook(
-        help="""
-        Rewrite what ``_start()`` returned before the base uses it.
-
-        Default: None (use it as it is).
-        Signature: ``update_start_response(spawner, response) -> str | None``, sync or async.
-
-        Example::
-
-            def update_start_response(spawner, response):
-                # the remote system answers with its internal name; the hub knows it by another
-                return response.replace("node7.internal", "node7.example.org") if response else response
-
-            c.ForwardBaseSpawner.update_start_response = update_start_response
-        """,
-    )
-
-    update_expected_path = Hook(
-        help="""
-        Rewrite the URL returned to JupyterHub, e.g. to add a path prefix the remote server serves under.
-
-        Default: None (the URL as the base built it).
-        Signature: ``update_expected_path(spawner, url) -> str``, sync or async.
-
-        Example::
-
-            c.ForwardBaseSpawner.update_expected_path = lambda spawner, url: url + "/base/"
-        """,
-    )
-
-    filter_events = Hook(
-        help="""
-        Inspect or change every event the remote side POSTs, as it was posted (fields this library
-        drops, such as KubeSpawner's ``raw_event``, are still there), before it is validated and stored.
-
-        Default: None (store events as they are).
-        Signature: ``filter_events(spawner, event) -> dict | None``, sync or async.
-        Return the event to store (changed or not); an empty result rejects it (the caller gets 400).
-        What it returns is validated like a posted event: unknown fields dropped, long texts shortened.
-
-        Example::
-
-            def filter_events(spawner, event):
-                # don't show the scheduler's internal job ids to users
-                event["message"] = re.sub(r"job \\d+", "job", event.get("message", ""))
-                return event
-
-            c.ForwardBaseSpawner.filter_events = filter_events
-        """,
-    )
-
-    show_first_default_event = value_or_callable(
-        Bool(),
-        default_value=True,
-        help="""
-        Show JupyterHub's generic first progress event ("Server requested") on the spawn page.
-
-        Default: True. Set False when the remote start script sends its own first event.
-        Signature when callable: ``show_first_default_event(spawner) -> bool``, sync or async.
-
-        Example::
-
-            c.ForwardBaseSpawner.show_first_default_event = False
-        """,
-    )
-
-    cancelling_event = value_or_callable(
-        Dict(),
-        help="""
-        The event that ends the progress stream when a pending start is cancelled.
-
-        Default: ``{"progress": 100, "failed": True, "message": "Start cancelled."}``.
-        Signature when callable: ``cancelling_event(spawner) -> dict``, sync or async.
-        ``failed`` and ``progress: 100`` are always set.
-
-        Example::
-
-            c.ForwardBaseSpawner.cancelling_event = {
-                "progress": 100, "failed": True, "message": "Start cancelled by you.",
-            }
-        """,
-    )
-
-    @default("cancelling_event")
-    def _default_cancelling_event(self):
-        return {"progress": 100, "failed": True, "message": "Start cancelled."}
-
-    public_api_url = value_or_callable(
-        Unicode(),
-        default_value="",
-        help="""
-        The Hub API URL the remote server uses (``JUPYTERHUB_API_URL``), when it cannot use the
-        Hub's own connect URL, e.g. because it reaches the Hub through an ingress or a tunnel.
-
-        Default: "" (JupyterHub's ``hub_connect_url`` + API path).
-        Signature when callable: ``public_api_url(spawner, port_forward_info) -> str``, sync or async.
-
-        Example::
-
-            c.ForwardBaseSpawner.public_api_url = "https://jupyter.example.org/hub/api"
-        """,
-    )
-
-    ssh_during_startup = value_or_callable(
-        Bool(),
-        default_value=False,
-        help="""
-        Open the tunnel hub → server while ``start()`` runs, to the address ``_start()`` returned.
-
-        Default: False. With False, an address from ``_start()`` is used as it is (no tunnel), and
-        a falsy result from ``_start()`` means the remote side reports the address later.
-        Signature when callable: ``ssh_during_startup(spawner) -> bool``, sync or async.
-
-        Example::
-
-            c.ForwardBaseSpawner.ssh_during_startup = True
-        """,
-    )
-
-    remote_stop_timeout = Float(
-        30,
-        config=True,
-        help="""
-        Seconds ``stop()`` waits for the subclass's ``_stop()``; then it logs and cleans up anyway.
-
-        Default: 30.
-
-        Example::
-
-            c.ForwardBaseSpawner.remote_stop_timeout = 60
-        """,
-    )
-
-    events_max_count = Integer(
-        200,
-        config=True,
-        help="""
-        How many events one spawn keeps; beyond that the oldest non-terminal event is dropped.
-
-        Default: 200.
-
-        Example::
-
-            c.ForwardBaseSpawner.events_max_count = 500
-        """,
-    )
-
-    events_max_bytes = Integer(
-        256 * 1024,
-        config=True,
-        help="""
-        How many bytes of JSON one spawn's events may take; beyond that the oldest non-terminal
-        event is dropped. The events are part of the spawner's state in the Hub database.
-
-        Default: 262144 (256 KiB).
-
-        Example::
-
-            c.ForwardBaseSpawner.events_max_bytes = 1024 * 1024
-        """,
-    )
-
-    event_max_chars = Integer(
-        4096,
-        config=True,
-        help="""
-        The longest ``message`` or ``html_message`` of one event, in characters. The API refuses
-        longer ones (400); events added by code are cut.
-
-        Default: 4096.
-
-        Example::
-
-            c.ForwardBaseSpawner.event_max_chars = 16384
-        """,
-    )
-
-    event_max_body_bytes = Integer(
-        64 * 1024,
-        config=True,
-        help="""
-        The largest request body the SpawnEvents API accepts; a larger one gets 413.
-
-        Default: 65536.
-
-        Example::
-
-            c.ForwardBaseSpawner.event_max_body_bytes = 256 * 1024
-        """,
-    )
-
     # -------------------------------------------------------------- instance state
     # Not config: read and written by subclasses (see the subclass contract in the docs).
     start_id = ""
@@ -278,12 +69,6 @@ class ForwardBaseSpawner(OriginalMethods, APIPolicy, SSHTunnels, KubernetesServi
     svc_name = ""  # this server's Kubernetes Service, and its in-cluster DNS name
     dns_name = ""
     yield_wait_seconds = 1  # kept for subclasses of the original; progress here is event-driven
-
-    @default("ip")
-    def _default_ip(self):
-        # the remote server must be reachable from the jump node, not only on its own loopback;
-        # JupyterHub puts this into JUPYTERHUB_SERVICE_URL, which jupyterhub-singleuser binds to
-        return "0.0.0.0"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
