@@ -1,7 +1,8 @@
 # Two commands on a fresh machine (Debian 12, root or sudo-less CI):
 #   make demo   a real JupyterHub spawning Jupyter servers on a "remote" host over SSH tunnels
 #   make test   the test suite against real components
-# and `make docs` builds the documentation into docs/_build/html (nitpicky, warnings are errors).
+# and `make docs` builds the documentation into docs/_build/html (nitpicky, warnings are errors),
+# `make lint` checks the code with ruff (lint rules and formatting, [tool.ruff] in pyproject.toml).
 # Each does its own set-up: system packages, the node proxy, a virtualenv.
 
 PYTHON ?= python3
@@ -15,7 +16,7 @@ ORIGINAL_VENV ?= $(VENV)-original
 BIN := $(VENV)/bin
 CHP := node_modules/.bin/configurable-http-proxy
 
-.PHONY: test test-jupyterhub-5 demo docs system-deps system-deps-test system-deps-docs clean
+.PHONY: test test-jupyterhub-5 lint demo docs system-deps system-deps-test system-deps-docs clean
 
 system-deps:
 	@./.ci/system-deps
@@ -44,6 +45,11 @@ $(CHP): package.json | system-deps
 
 test: system-deps-test $(BIN)/.installed $(ORIGINAL_VENV)/bin/.installed $(CHP)
 	FBS_ORIGINAL_VENV=$(ORIGINAL_VENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# `$(BIN)/ruff check --fix .` and `$(BIN)/ruff format .` fix what they can
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # the same suite against the oldest JupyterHub we support
 test-jupyterhub-5:

@@ -21,13 +21,13 @@ import time
 import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.test_browser import start_demo, stop_demo  # noqa: E402
+from tests.demorun import PASSWORDS, start_demo, stop_demo  # noqa: E402
 
 
 async def login(session, url, user):
     async with session.get(f"{url}/hub/login") as r:
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-    async with session.post(f"{url}/hub/login", data={"username": user, "password": "demo", "_xsrf": xsrf}) as r:
+    async with session.post(f"{url}/hub/login", data={"username": user, "password": PASSWORDS[url], "_xsrf": xsrf}) as r:
         assert r.status == 200
     async with session.get(f"{url}/hub/home") as r:
         return re.search(r'xsrf_token: "([^"]+)"', await r.text()).group(1)
@@ -72,14 +72,14 @@ async def main(args):
                 remotes.append(remote)
     finally:
         await stop_demo(proc)
-    others = [t - r for t, r in zip(totals, remotes)]
+    others = [t - r for t, r in zip(totals, remotes, strict=True)]
     print(json.dumps({
         "benchmark": "demo_spawn",
         "spawns": args.spawns,
         "total_s_median": round(statistics.median(totals), 2),
         "remote_server_start_s_median": round(statistics.median(remotes), 2),
         "hub_library_and_ssh_s_median": round(statistics.median(others), 2),
-        "share_outside_the_remote_server_start": round(statistics.median(o / t for o, t in zip(others, totals)), 2),
+        "share_outside_the_remote_server_start": round(statistics.median(o / t for o, t in zip(others, totals, strict=True)), 2),
         "totals_s": [round(t, 2) for t in totals],
     }, indent=2))  # fmt: skip
 

@@ -20,7 +20,8 @@ import time
 import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.hubharness import Hub, processes_with, server_token  # noqa: E402
+from tests.hubharness import Hub, server_token  # noqa: E402
+from tests.processes import processes_with  # noqa: E402
 
 
 async def open_stream(session, hub, arrivals, opened, open_key):

@@ -32,10 +32,10 @@ import aiohttp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from forwardbasespawner.demo.sshhost import SSHServer, free_port  # noqa: E402
 from tests.hubharness import Hub  # noqa: E402
 from tests.probing import Prober  # noqa: E402
-from tests.test_ssh_tunnels import ssh_processes  # noqa: E402
+from tests.processes import ssh_processes  # noqa: E402
+from tests.sshd import SSHServer, free_port  # noqa: E402
 
 
 def hub_config(nodes, control, backend):

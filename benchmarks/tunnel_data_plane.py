@@ -25,7 +25,7 @@ from forwardbasespawner.ssh.openssh import ControlMaster  # noqa: E402
 from forwardbasespawner.ssh.ports import allocate_port  # noqa: E402
 from forwardbasespawner.ssh.spec import Endpoint, Forward  # noqa: E402
 from forwardbasespawner.ssh.supervisor import TunnelManager  # noqa: E402
-from forwardbasespawner.demo.sshhost import SSHServer  # noqa: E402
+from tests.sshd import SSHServer  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -139,9 +139,7 @@ async def main(args):
                 finally:
                     await manager.close()
                 figures["download_ratio_to_direct"] = round(figures["download_MB_s"] / results["direct"]["download_MB_s"], 2)
-                figures["requests_ratio_to_direct"] = round(
-                    figures["small_requests_per_s"] / results["direct"]["small_requests_per_s"], 2
-                )
+                figures["requests_ratio_to_direct"] = round(figures["small_requests_per_s"] / results["direct"]["small_requests_per_s"], 2)
                 results[name] = figures
             print(json.dumps(results, indent=2))
         finally:

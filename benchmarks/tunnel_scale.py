@@ -23,7 +23,8 @@ from forwardbasespawner.ssh.openssh import ControlMaster  # noqa: E402
 from forwardbasespawner.ssh.ports import allocate_port  # noqa: E402
 from forwardbasespawner.ssh.spec import Endpoint, Forward  # noqa: E402
 from forwardbasespawner.ssh.supervisor import TunnelManager  # noqa: E402
-from forwardbasespawner.demo.sshhost import SSHServer  # noqa: E402
+from tests.processes import processes  # noqa: E402
+from tests.sshd import SSHServer  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -34,19 +35,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
-
-
-def children(pid):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return found
 
 
 async def main(args):
@@ -76,7 +64,7 @@ async def main(args):
                 added = time.perf_counter() - started
                 ports += new
                 await asyncio.gather(*(check(p) for p in ports))
-                ssh_pids = [p for p in children(os.getpid()) if open(f"/proc/{p}/comm").read().strip() == "ssh"]
+                ssh_pids = [p.pid for p in processes(lambda p: p.ppid == os.getpid() and p.name == "ssh")]
                 steps.append({
                     "forwards": len(ports),
                     "all_carry_traffic": True,

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from forwardbasespawner.ssh.ports import allocate_port  # noqa: E402
 from forwardbasespawner.ssh.spec import Endpoint, Forward  # noqa: E402
 from forwardbasespawner.ssh.supervisor import TunnelManager  # noqa: E402
-from forwardbasespawner.demo.sshhost import SSHServer  # noqa: E402
+from tests.sshd import SSHServer  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -81,9 +81,7 @@ async def setup_run(sshd, backend, directory, count):
 
 
 async def recovery_run(sshd, backend, directory, count):
-    manager = TunnelManager(
-        log, directory=directory, master_args={"known_hosts": sshd.known_hosts}, idle_timeout=0, check_interval=5
-    )
+    manager = TunnelManager(log, directory=directory, master_args={"known_hosts": sshd.known_hosts}, idle_timeout=0, check_interval=5)
     endpoint = Endpoint("127.0.0.1", sshd.port, sshd.user, sshd.client_key)
     ports = [allocate_port() for _ in range(count)]
     try:
@@ -115,9 +113,7 @@ async def main(args):
                 times = await setup_run(sshd, backend, os.path.join(directory, f"s{i}"), args.setup)
                 setup += times
                 setup_medians.append(round(statistics.median(times), 1))
-            recovery = [
-                await recovery_run(sshd, backend, os.path.join(directory, f"r{i}"), args.recovery) for i in range(args.runs)
-            ]
+            recovery = [await recovery_run(sshd, backend, os.path.join(directory, f"r{i}"), args.recovery) for i in range(args.runs)]
             print(json.dumps({
                 "benchmark": "tunnel_setup_recovery",
                 "backend": "openssh",

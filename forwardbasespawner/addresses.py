@@ -12,8 +12,6 @@ _HOSTNAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9
 _ASCII_DIGITS = re.compile(r"[0-9]{1,5}")
 
 
-
-
 def validate_host(host):
     """Return ``host`` if it is a host name or an IP address (IPv6 without brackets), else raise.
 

@@ -54,3 +54,45 @@ __all__ = [
     "TunnelError",
     "TunnelRequestRefused",
 ]
+
+
+# ---------------------------------------------------------------- remote calls (forwardbasespawner.remote_calls)
+# What a spawner answers when the remote side asks through the Hub API for something it does not do.
+# The message is for the caller; the API handlers map each kind to an HTTP status (api/common.py).
+
+
+class RemoteCallError(Exception):
+    """A call of the remote side that the spawner did not carry out; the message says why."""
+
+
+class CallRejected(RemoteCallError):
+    """The spawner does not take this request (its event filter refused the event, it keeps no
+    events, it uses no tunnels)."""
+
+
+class CallConflict(RemoteCallError):
+    """The server is not in a state for this call (stopped, still starting, already ended)."""
+
+
+class TooManyCalls(RemoteCallError):
+    """The caller exceeded a rate or a cap; ``retry_after`` is the seconds to wait, or None when
+    waiting does not help (a cap for this start)."""
+
+    def __init__(self, message, retry_after=None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TunnelSetupFailed(RemoteCallError):
+    """The forward asked for could not be made; the spawn was ended with a failed event.
+
+    ``stop_server`` is True when JupyterHub must still stop the server (the API handler does that:
+    it needs JupyterHub's handler).
+    """
+
+    def __init__(self, message, stop_server=False):
+        super().__init__(message)
+        self.stop_server = stop_server
+
+
+__all__ += ["CallConflict", "CallRejected", "RemoteCallError", "TooManyCalls", "TunnelSetupFailed"]

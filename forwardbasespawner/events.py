@@ -34,8 +34,6 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
 ALLOWED_URL_SCHEMES = {"http", "https", "mailto"}
 
 
-
-
 def timestamp(now=None):
     """The event timestamp: ``%Y-%m-%d %H:%M:%S.%f`` cut to milliseconds."""
     return (now or datetime.now()).strftime(TIMESTAMP_FORMAT)[:-3]
@@ -121,7 +119,7 @@ def stamp(event, now=None):
         if not text or _TIMESTAMP_PREFIX.match(text):
             continue
         if text.startswith(_SUMMARY_OPEN):
-            rest = text[len(_SUMMARY_OPEN):]
+            rest = text[len(_SUMMARY_OPEN) :]
             if not _TIMESTAMP_PREFIX.match(rest):
                 event[key] = f"{_SUMMARY_OPEN}{when}: {rest}"
         else:
@@ -348,12 +346,7 @@ def describe_exception(exc):
                 log_message = log_message % exc.args
             except (TypeError, ValueError):
                 pass
-        message = (
-            log_message
-            or getattr(exc, "reason", None)
-            or responses.get(exc.status_code)
-            or f"HTTP error {exc.status_code}"
-        )
+        message = log_message or getattr(exc, "reason", None) or responses.get(exc.status_code) or f"HTTP error {exc.status_code}"
     if not message:
         message = str(exc) or type(exc).__name__
     return _clean_text(str(message), 1000)

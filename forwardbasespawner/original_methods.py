@@ -16,37 +16,34 @@ class OriginalMethods:
         return self.port_forward_info.get("remote") or {}
 
     async def get_ssh_node(self):
-        node = await self._setting("ssh_node", self.port_forward_info)
-        if node and self.ssh_node_mapping is not None:
-            node = await resolve(self.ssh_node_mapping, self, node)
-        return node
+        return await self.map_ssh_node(await self._info_or_trait(self.port_forward_info, "ssh_node", self.ssh_node))
 
     async def get_ssh_port(self):
-        return await self._setting("ssh_port", self.port_forward_info)
+        return await self._info_or_trait(self.port_forward_info, "ssh_port", self.ssh_port)
 
     async def get_ssh_username(self):
-        return await self._setting("ssh_username", self.port_forward_info)
+        return await self._info_or_trait(self.port_forward_info, "ssh_username", self.ssh_username)
 
     async def get_ssh_key(self):
-        return await self._setting("ssh_key", self.port_forward_info)
+        return await self._info_or_trait(self.port_forward_info, "ssh_key", self.ssh_key)
 
     async def get_ssh_forward_options(self):
-        return await self._setting("ssh_forward_options", self.port_forward_info)
+        return await self._info_or_trait(self.port_forward_info, "ssh_forward_options", self.ssh_forward_options)
 
     async def get_ssh_remote_node(self):
-        return await self._setting("ssh_remote_node", self._remote_info())
+        return await self._info_or_trait(self._remote_info(), "ssh_remote_node", self.ssh_remote_node)
 
     async def get_ssh_remote_port(self):
-        return await self._setting("ssh_remote_port", self._remote_info())
+        return await self._info_or_trait(self._remote_info(), "ssh_remote_port", self.ssh_remote_port)
 
     async def get_ssh_remote_username(self):
-        return await self._setting("ssh_remote_username", self._remote_info())
+        return await self._info_or_trait(self._remote_info(), "ssh_remote_username", self.ssh_remote_username)
 
     async def get_ssh_remote_key(self):
-        return await self._setting("ssh_remote_key", self._remote_info())
+        return await self._info_or_trait(self._remote_info(), "ssh_remote_key", self.ssh_remote_key)
 
     async def get_ssh_forward_remote_options(self):
-        return await self._setting("ssh_forward_remote_options", self._remote_info())
+        return await self._info_or_trait(self._remote_info(), "ssh_forward_remote_options", self.ssh_forward_remote_options)
 
     async def get_ssh_create_remote_forward(self):
         return await resolve(self.ssh_create_remote_forward, self, self._remote_info())

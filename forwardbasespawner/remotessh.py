@@ -172,9 +172,7 @@ class RemoteSSHSpawner(*_BASES):
         """,
     )
 
-    offer_slow_start = Bool(
-        False, config=True, help="Show a 'slow start' checkbox on the spawn form (for demos). Default: False."
-    )
+    offer_slow_start = Bool(False, config=True, help="Show a 'slow start' checkbox on the spawn form (for demos). Default: False.")
 
     remote_command_timeout = Float(60, config=True, help="Seconds one remote command may take. Default: 60.")
 

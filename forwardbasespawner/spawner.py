@@ -9,13 +9,17 @@ from contextlib import aclosing
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import url_escape_path, url_path_join
 from tornado import web
+from traitlets import observe
 
 from .addresses import format_url, parse_server_address
+from .connecting import ConnectionSteps
+from .connection import Connection, ConnectionField
 from .errors import StartAborted
 from .events import EventLog, describe_exception
 from .hooks import resolve, resolve_sync, resolve_sync_or_awaitable, settle
 from .k8s.services import KubernetesServices
 from .original_methods import OriginalMethods
+from .remote_calls import RemoteCalls
 from .ssh.metrics import TUNNEL_EVENTS
 from .ssh.tunnels import SSHTunnels
 from .traits import (
@@ -33,10 +37,9 @@ def token_sha256(token):
     return hashlib.sha256(token.encode("utf8")).hexdigest()
 
 
-
-
 class ForwardBaseSpawner(
     OriginalMethods,
+    ConnectionSteps,
     SSHTunnels,
     KubernetesServices,
     LifecycleTraits,
@@ -44,6 +47,7 @@ class ForwardBaseSpawner(
     SSHTunnelTraits,
     RemoteForwardTraits,
     KubernetesTraits,
+    RemoteCalls,
     APIPolicy,
     Spawner,
 ):
@@ -65,25 +69,18 @@ class ForwardBaseSpawner(
     # -------------------------------------------------------------- instance state
     # Not config: read and written by subclasses (see the subclass contract in the docs).
     start_id = ""
-    tunnel_node = ""  # the jump node this server's forward goes through (SSHNodeRestarted matches it)
-    svc_name = ""  # this server's Kubernetes Service, and its in-cluster DNS name
-    dns_name = ""
     yield_wait_seconds = 1  # kept for subclasses of the original; progress here is event-driven
 
     def __init__(self, **kwargs):
+        self.connection = Connection()  # how the Hub reaches this server, and what is open
         super().__init__(**kwargs)
-        self.port_forward_info = {}
+        self.connection.port = self.port
         self.server_token_sha256 = ""
         self._configured_port = self.port  # c.Spawner.port; self.port becomes this start's port
         self._events = EventLog(self.events_max_count, self.events_max_bytes, self.event_max_chars)
         self._start_task = None
         self._abort_message = None
         self._cached_public_api_url = ""
-        self._tunnel_open = False
-        self._remote_forward_open = False
-        self._svc_open = False
-        self._svc_restore_pending = False
-        self._tunnel_needs_restore = False
         self._start_cancelled = False
         self._exit_status = None
         self._start_failed = False  # the last start() raised (failed or cancelled)
@@ -98,6 +95,31 @@ class ForwardBaseSpawner(
         self._stop_pending_event = None  # an asyncio.Event set when this server stops
         if self.user is not None and getattr(self.user, "name", None) is not None:
             self._name_svc()
+
+    # -------------------------------------------------------------- the connection's public views
+    @observe("port")
+    def _port_is_the_connections(self, change):
+        if "connection" in self.__dict__:
+            self.connection.port = change["new"]
+
+    @property
+    def port_forward_info(self):
+        """The original package's dict of this server's tunnel settings (``service``, ``ssh_node``,
+        ..., ``remote``): the :class:`~forwardbasespawner.connection.Connection`'s ``info``."""
+        return self.connection.info
+
+    @port_forward_info.setter
+    def port_forward_info(self, info):
+        self.connection.info = info if isinstance(info, dict) else dict(info or {})
+
+    tunnel_node = ConnectionField("node", "The jump node this server's forward goes through (SSHNodeRestarted matches it).")
+    svc_name = ConnectionField("svc_name", "This server's Kubernetes Service (named before ``_start()``, as the original did).")
+    dns_name = ConnectionField("dns_name", "The address the proxy uses for the Service.")
+
+    @property
+    def has_tunnel(self):
+        """Whether a hub → server tunnel is recorded for this server (open, or being made)."""
+        return self.connection.tunnel_open
 
     @property
     def ready(self):
@@ -226,23 +248,22 @@ class ForwardBaseSpawner(
 
     async def _start_remote(self):
         """The server → hub tunnel when asked for (its port goes into the environment), then ``_start()``."""
-        remote_info = self.port_forward_info.setdefault("remote", {})
-        if await resolve(self.ssh_create_remote_forward, self, remote_info):
-            self._remote_forward_open = True  # before the call: stop() must clean up a half-made one
+        if await resolve(self.ssh_create_remote_forward, self, self.connection.remote_info):
+            self.connection.remote_forward_open = True  # before the call: stop() must clean up a half-made one
             await self.run_ssh_forward_remote()
         return await self._start()
 
     async def _connect(self, response):
         """The three cases: tunnel now, tunnel later (SetupTunnel), or no tunnel."""
         if not response:
-            self._tunnel_open = True  # stop() removes whatever SetupTunnel will have made
+            self.connection.tunnel_open = True  # stop() removes whatever SetupTunnel will have made
             host, port = await self._delayed_tunnel_address()
             return format_url("http", host, port)
         scheme, host, port = parse_server_address(response)
         if await settle(self.get_ssh_during_startup()):
             self.port_forward_info["service"] = format_url(scheme, host, port).split("://", 1)[1]
             host, port = await self.run_ssh_forward(create_svc=True)
-        elif not self._tunnel_open:
+        elif not self.connection.tunnel_open:
             self.port = port  # no tunnel: the server's own port, as the original recorded it
         return format_url(scheme, host, port)
 
@@ -330,9 +351,7 @@ class ForwardBaseSpawner(
             TUNNEL_EVENTS.labels(node=self.tunnel_node or "", event="given_up").inc()
             # ssh's own words (user names, hosts) stay in the log; the user gets a plain reason
             minutes = max(1, round(self.ssh_tunnel_grace / 60))
-            await self._end_by_itself(
-                1, f"The connection to the server was lost and could not be restored within {minutes} min."
-            )
+            await self._end_by_itself(1, f"The connection to the server was lost and could not be restored within {minutes} min.")
             return 1
         if self._tunnel_broken_since is not None:
             self.log.info("Tunnel of %s is back", self._log_id)
@@ -372,7 +391,7 @@ class ForwardBaseSpawner(
         else:
             self.already_stopped = True
             await self._stop_remote(now, **kwargs)
-        await self._remove_connections()
+        await self.remove_connections()
         if self._stop_pending_event is not None:
             self._stop_pending_event.set()
         if not inside_start:  # a subclass that stops itself in _start() still reports its failure
@@ -392,26 +411,6 @@ class ForwardBaseSpawner(
         except Exception:
             self.log.exception("Stopping %s failed on the remote side", self._log_id)
 
-    async def _remove_connections(self):
-        """Remove the tunnels and the Service this server has; harmless when they are gone."""
-        if self._tunnel_open:
-            try:
-                await self.run_ssh_forward_remove(delete_svc=True)
-            except Exception:
-                self.log.exception("Removing the tunnel of %s failed", self._log_id)
-            self._tunnel_open = False
-        elif self._svc_open:
-            try:
-                await self.run_svc_remove()
-            except Exception:
-                self.log.exception("Removing the Service of %s failed", self._log_id)
-        if self._remote_forward_open:
-            try:
-                await self.run_ssh_forward_remote_remove()
-            except Exception:
-                self.log.exception("Removing the tunnel to the Hub of %s failed", self._log_id)
-            self._remote_forward_open = False
-
     # -------------------------------------------------------------- state and environment
     def save_state(self):
         """Write this spawner's state to the Hub database, unless ``start()`` is still running.
@@ -427,47 +426,25 @@ class ForwardBaseSpawner(
 
     def get_state(self):
         state = super().get_state()
-        if self.port_forward_info:
-            state["port_forward_info"] = dict(self.port_forward_info)
-        if self.port:
-            state["custom_port"] = self.port
+        state.update(self.connection.to_state())
         if self.start_id:
             state["start_id"] = self.start_id
         if self.server_token_sha256:
             state["server_token_sha256"] = self.server_token_sha256
-        if self._tunnel_open:
-            state["tunnel_open"] = True
-        if self._remote_forward_open:
-            state["remote_forward_open"] = True
-        if self._svc_open:
-            state["svc_open"] = True
-            state["svc_name"] = self.svc_name
-        if self.tunnel_node:
-            state["tunnel_node"] = self.tunnel_node
         state["events"] = self._events.to_list()
         return state
 
     def load_state(self, state):
         super().load_state(state)
-        info = state.get("port_forward_info")
-        self.port_forward_info = dict(info) if isinstance(info, dict) else {}
-        port = state.get("custom_port")
-        if isinstance(port, str) and port.isdigit():  # some rows of the original hold a string
-            port = int(port)
-        if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
-            self.port = port
+        connection = Connection.from_state(state)
+        connection.svc_name = connection.svc_name or self.svc_name  # named at __init__ unless stored
+        connection.dns_name = self.dns_name
+        if not connection.port:
+            connection.port = self.port  # none stored: the configured one
+        self.connection = connection
+        self.port = connection.port
         self.start_id = str(state.get("start_id") or "")
         self.server_token_sha256 = str(state.get("server_token_sha256") or "")
-        self.tunnel_node = str(state.get("tunnel_node") or self.port_forward_info.get("ssh_node") or "")
-        # rows written by the original package have no tunnel flag: a recorded forward means one
-        self._tunnel_open = bool(state.get("tunnel_open", bool(self.port_forward_info.get("service"))))
-        self._remote_forward_open = bool(state.get("remote_forward_open"))
-        self._svc_open = bool(state.get("svc_open"))
-        if state.get("svc_name"):
-            self.svc_name = str(state["svc_name"])
-        self._tunnel_needs_restore = self._tunnel_open or self._remote_forward_open
-        # rows of the original package carry none of this library's flags
-        self._legacy_state = "tunnel_open" not in state and bool(self.port_forward_info.get("service"))
         events = state.get("events")
         if isinstance(events, list):
             # the events of a start that has ended: readable, but the next start begins afresh
@@ -477,15 +454,11 @@ class ForwardBaseSpawner(
 
     def clear_state(self):
         super().clear_state()
-        self.port_forward_info = {}
+        self.connection = Connection(port=self._configured_port)
         self.start_id = ""
         self.server_token_sha256 = ""
-        self._tunnel_open = False
-        self._remote_forward_open = False
-        self._svc_open = False
         self._name_svc()
         self._cached_public_api_url = ""
-        self.tunnel_node = ""
         self.port = self._configured_port
         self.already_stopped = False
         self.already_post_stop_hooked = False

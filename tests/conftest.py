@@ -1,13 +1,13 @@
 import os
-import signal
 import shutil
+import signal
 
 import pytest
 
-from tests.hubharness import CHP, Hub, processes_with
+from tests.hubharness import CHP, Hub
 from tests.k8sapi import KubernetesAPI
-from forwardbasespawner.demo.sshhost import SSHServer
-
+from tests.processes import processes_with
+from tests.sshd import SSHServer
 
 # every answer of the four routes that any test receives through Hub.request is checked against
 # the documented OpenAPI spec (docs/source/_static/rest-api.yml)

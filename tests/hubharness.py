@@ -16,7 +16,8 @@ import textwrap
 
 import aiohttp
 
-from forwardbasespawner.demo.sshhost import free_port
+from tests.processes import process_environ, processes_with, ssh_processes
+from tests.sshd import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHP = os.path.join(REPO, "node_modules", ".bin", "configurable-http-proxy")
@@ -106,7 +107,10 @@ class Hub:
         env = {**os.environ, "PYTHONPATH": pythonpath}
         self.hub = subprocess.Popen(
             [self.python, "-m", "jupyterhub", "-f", "jupyterhub_config.py"] + (["--debug"] if self.debug else []),
-            cwd=self.dir, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
+            cwd=self.dir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "ab"),
             start_new_session=True,
         )
         for _ in range(300):
@@ -241,40 +245,6 @@ class Hub:
         return events
 
 
-def processes_with(marker):
-    """PIDs of live processes whose command line contains ``marker``."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    with open(f"/proc/{pid}/stat") as s:
-                        if s.read().rsplit(")", 1)[1].split()[0] != "Z":
-                            found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
-def ssh_processes(marker):
-    """PIDs of live ssh client processes with ``marker`` in an argument (e.g. a control directory)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-                with open(f"/proc/{pid}/stat") as f:
-                    zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
-            except OSError:
-                continue
-            if not zombie and argv and argv[0].endswith(b"ssh") and any(marker.encode() in a for a in argv):
-                found.append(int(pid))
-    return found
-
-
 @contextlib.asynccontextmanager
 async def running_hub(directory, config, **kwargs):
     """A Hub with tunnels for a test module; its ssh control directory is ``<directory>/ctl``
@@ -292,6 +262,4 @@ async def running_hub(directory, config, **kwargs):
 def server_token(marker_prefix):
     """The API token JupyterHub gave a server, read from its (one) process's environment."""
     (pid,) = processes_with(marker_prefix)
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
-    return env[b"JUPYTERHUB_API_TOKEN"].decode()
+    return process_environ(pid)["JUPYTERHUB_API_TOKEN"]

@@ -173,7 +173,9 @@ class KubernetesAPI:
             obj for (ns, _), obj in sorted(self.services.items())
             if ns == namespace and matches(obj["metadata"].get("labels") or {}, selector)
         ]  # fmt: skip
-        return web.json_response({"kind": "ServiceList", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.version)}, "items": items})
+        return web.json_response(
+            {"kind": "ServiceList", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.version)}, "items": items}
+        )
 
     async def read(self, request):
         key = request.match_info["namespace"], request.match_info["name"]

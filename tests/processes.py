@@ -1,9 +1,70 @@
-"""Process helpers of the simulated remote systems: standard library only, so the spawner that
-runs on the original package's venv (tests/compat/legacy_sim.py) can import it there too."""
+"""The tests' one scan of /proc (:func:`processes`) and the process helpers built on it, for the
+tests, the benchmarks and the simulated remote systems.
+
+Standard library only: tests/compat/test_upgrade.py copies this file beside
+tests/compat/legacy_sim.py, which the original package's venv imports (``from processes import ...``).
+"""
 
 import asyncio
 import os
 import signal
+from typing import NamedTuple
+
+
+class Process(NamedTuple):
+    pid: int
+    ppid: int
+    pgid: int
+    name: str  # the kernel's name of it (/proc/PID/comm: the executable's, at most 15 characters)
+    argv: list  # the command line, as str
+
+    @property
+    def cmdline(self):
+        """The command line as one string, NUL-separated (a marker is found in it wherever it is)."""
+        return "\0".join(self.argv)
+
+
+def processes(matching=None):
+    """The live processes (zombies are not), each a :class:`Process`; only those for which
+    ``matching(process)`` is true when given."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:  # it ended meanwhile
+            continue
+        head, _, tail = stat.rpartition(b")")  # "PID (NAME) STATE PPID PGID ...": NAME may hold ")"
+        fields = tail.split()
+        if len(fields) < 3 or fields[0] == b"Z":
+            continue
+        if cmdline.endswith(b"\0"):
+            cmdline = cmdline[:-1]
+        argv = [os.fsdecode(a) for a in cmdline.split(b"\0")] if cmdline else []
+        process = Process(int(entry), int(fields[1]), int(fields[2]), os.fsdecode(head.partition(b"(")[2]), argv)
+        if matching is None or matching(process):
+            found.append(process)
+    return found
+
+
+def processes_with(marker):
+    """PIDs of live processes whose command line contains ``marker``."""
+    return [p.pid for p in processes(lambda p: marker in p.cmdline)]
+
+
+def ssh_processes(marker):
+    """PIDs of live ssh client processes with ``marker`` in an argument (e.g. a control directory)."""
+    return [p.pid for p in processes(lambda p: p.argv and p.argv[0].endswith("ssh") and any(marker in a for a in p.argv))]
+
+
+def process_environ(pid):
+    """The environment ``pid`` was started with."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(os.fsdecode(item).split("=", 1) for item in f.read().split(b"\0") if b"=" in item)
 
 
 def process_alive(pid):

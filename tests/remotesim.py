@@ -20,11 +20,9 @@ from tornado import web
 
 from forwardbasespawner import ForwardBaseSpawner
 from tests.processes import process_alive, stop_process_group
-from forwardbasespawner.demo.sshhost import free_port
+from tests.sshd import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
 
 
 class SimulatedRemoteSpawner(ForwardBaseSpawner):
@@ -51,8 +49,11 @@ class SimulatedRemoteSpawner(ForwardBaseSpawner):
             FBS_SIM_SETUPTUNNEL="1" if options.get("later") and not options.get("quiet") else "",
         )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, os.path.join(HERE, "remote_server.py"), self.marker,
-            env=env, start_new_session=True,  # survives a Hub restart, like a real remote job
+            sys.executable,
+            os.path.join(HERE, "remote_server.py"),
+            self.marker,
+            env=env,
+            start_new_session=True,  # survives a Hub restart, like a real remote job
         )
         self.pid = proc.pid
         if options.get("start_delay"):

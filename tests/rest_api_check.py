@@ -44,7 +44,7 @@ class ApiSpec:
         ``path`` is relative to the API prefix or absolute (``/hub/api/...``, a full URL)."""
         path = urlsplit(path).path
         if path.startswith(self.prefix + "/"):
-            path = path[len(self.prefix):]
+            path = path[len(self.prefix) :]
         for regex, template, item in self.routes:
             if regex.match(path):
                 return template, item.get(method.lower())

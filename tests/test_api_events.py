@@ -7,7 +7,8 @@ import re
 import aiohttp
 import pytest
 
-from tests.hubharness import processes_with, server_token
+from tests.hubharness import server_token
+from tests.processes import processes_with
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ Screenshots for the docs are written when FBS_SCREENSHOTS names a directory.
 import asyncio
 import os
 import re
-import signal
 import sys
 import time
 import uuid
@@ -15,6 +14,7 @@ import uuid
 import aiohttp
 import pytest
 
+from tests.demorun import PASSWORDS, demo_processes, start_demo, stop_demo
 from tests.hubharness import REPO
 
 pytestmark = pytest.mark.slow
@@ -24,64 +24,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 SHOTS = os.environ.get("FBS_SCREENSHOTS", "")
-
-
-DEMO_PROGRAMS = (b"configurable-http-proxy", b"jupyterhub-singleuser", b"remote_start.py")
-
-
-def demo_processes(directory_marker):
-    """PIDs of live processes whose command line names the demo's directory, or that are one of the
-    demo's programs (proxy, single-user servers, remote start scripts: no other test runs them now)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read()
-                with open(f"/proc/{pid}/stat") as f:
-                    zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
-            except OSError:
-                continue
-            if not zombie and (directory_marker.encode() in cmdline or any(p in cmdline for p in DEMO_PROGRAMS)):
-                found.append(int(pid))
-    return found
-
-
-#: the password the running demo printed (a new one every run)
-PASSWORDS = {}
-# the demo refuses root unless asked (CI containers run as root)
-ROOT_FLAG = ["--allow-root"] if os.getuid() == 0 else []
-
-
-async def start_demo():
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "forwardbasespawner.demo", "--port", "0", *ROOT_FLAG,
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # its own process group, as a terminal gives it
-    )  # fmt: skip
-    url = log = password = None
-    lines = []
-    while url is None or log is None or password is None:
-        line = await asyncio.wait_for(proc.stdout.readline(), 90)
-        if not line:
-            raise RuntimeError("the demo exited:\n" + "".join(lines))
-        text = line.decode()
-        lines.append(text)
-        if match := re.search(r"Open\s+(http://\S+)/hub/login", text):
-            url = match.group(1)
-        if match := re.search(r"Log\s+(\S+)/jupyterhub.log", text):
-            log = match.group(1)
-        if match := re.search(r"password: (\S+)", text):
-            password = match.group(1)
-    PASSWORDS[url] = password
-    return proc, url, log
-
-
-async def stop_demo(proc):
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
-    out = await asyncio.wait_for(proc.stdout.read(), 60)
-    await asyncio.wait_for(proc.wait(), 60)
-    return proc.returncode, out.decode()
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +108,7 @@ async def test_ctrl_c_with_a_server_running_stops_everything(browser):
         await start_from_form(page, url)
         await page.wait_for_url(re.compile(r".*/user/ctrlc/lab.*"), timeout=90000)
         running = demo_processes(directory)
-        assert any(b"jupyterhub-singleuser" in open(f"/proc/{pid}/cmdline", "rb").read() for pid in running)
+        assert any("jupyterhub-singleuser" in p.cmdline for p in running)
         await page.context.close()
     finally:
         code, out = await stop_demo(proc)  # the server is still running
@@ -306,7 +248,7 @@ async def test_cancel_a_slow_start_from_the_spawn_page(demo, browser):
         if not demo_processes(directory):
             break
         await asyncio.sleep(0.1)
-    assert [p for p in demo_processes(directory) if b"remote_start" in open(f"/proc/{p}/cmdline", "rb").read()] == []
+    assert [p for p in demo_processes(directory) if "remote_start" in p.cmdline] == []
     await page.context.close()
 
 

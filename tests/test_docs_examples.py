@@ -13,13 +13,12 @@ import pytest
 
 from tests.conftest import ssh_config
 from tests.hubharness import REPO, running_hub
+from tests.processes import process_environ, processes
 
 pytestmark = pytest.mark.slow
 
 EXAMPLES = os.path.join(REPO, "examples")
-SINGLEUSER = [os.path.join(os.path.dirname(sys.executable), "jupyterhub-singleuser")] + (
-    ["--allow-root"] if os.getuid() == 0 else []
-)
+SINGLEUSER = [os.path.join(os.path.dirname(sys.executable), "jupyterhub-singleuser")] + (["--allow-root"] if os.getuid() == 0 else [])
 
 
 def fenced_blocks(path, language):
@@ -31,21 +30,7 @@ def fenced_blocks(path, language):
 
 def process_group(pgid):
     """Live processes of process group ``pgid``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(pid))
-    return found
-
-
-def environ_of(pid):
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        return dict(item.decode().split("=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    return [p.pid for p in processes(lambda p: p.pgid == pgid)]
 
 
 async def wait_gone(pgid, timeout=20):
@@ -71,13 +56,17 @@ async def minimal_hub(tmp_path_factory, sshd):
     directory = tmp_path_factory.mktemp("hub")
     with open(os.path.join(EXAMPLES, "minimal", "jupyterhub_config.py")) as f:
         readme_config = f.read()
-    config = readme_config + ssh_config(sshd, f"{directory}/ctl", cls="MySpawner") + textwrap.dedent(f"""
+    config = (
+        readme_config
+        + ssh_config(sshd, f"{directory}/ctl", cls="MySpawner")
+        + textwrap.dedent(f"""
         c.MySpawner.public_api_url = "http://127.0.0.1:{{}}/hub/api".format(c.JupyterHub.port)
         c.MySpawner.cmd = {SINGLEUSER!r}
         # the named server "tunnel" goes through the sshd; the others are reached directly
         c.MySpawner.ssh_during_startup = lambda spawner: spawner.name == "tunnel"
         c.Spawner.http_timeout = 60
         """)
+    )
     pythonpath = os.pathsep.join([os.path.join(EXAMPLES, "minimal"), REPO, os.environ.get("PYTHONPATH", "")])
     async with running_hub(directory, config, pythonpath=pythonpath) as hub:
         yield hub
@@ -101,7 +90,7 @@ async def test_minimal_subclass_on_a_real_hub(minimal_hub, server):
 
     # the README's curl line, run with the job's own environment, adds an event
     (curl,) = [b for b in fenced_blocks(os.path.join(REPO, "README.md"), "sh") if "curl" in b]
-    env = environ_of(job)
+    env = process_environ(job)
     run = subprocess.run(["bash", "-c", curl], env={"PATH": os.environ["PATH"], **{k: env[k] for k in (
         "JUPYTERHUB_API_TOKEN", "JUPYTERHUB_EVENTS_URL")}}, capture_output=True, text=True, timeout=30)  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -231,6 +220,6 @@ async def test_templates_stop_their_server_when_the_tunnel_fails(slurm_hub, temp
     assert events[-1]["failed"] is True  # JupyterHub's own "Spawn cancelled" may follow ours
     assert any("The tunnel to the server could not be set up" in e.get("message", "") for e in events), events
     await hub.wait_stopped("broken", server)
-    (job,) = [int(line.rsplit("Slurm job ", 1)[1].split()[0]) for line in open(hub.log_path, errors="replace")
-              if f"Submitted broken:{server} as Slurm job" in line]  # fmt: skip
+    (job,) = [int(m.rsplit(" ", 1)[1]) for m in (e.get("message", "").split(": ", 1)[-1] for e in events)
+              if m.startswith("Submitted as job ")]  # fmt: skip
     await wait_gone(job)

@@ -29,9 +29,7 @@ from traitlets.config import PyFileConfigLoader
 from tests.hubharness import REPO
 
 DOCS = os.path.join(REPO, "docs", "source")
-FILES = [os.path.join(REPO, "README.md")] + sorted(
-    os.path.join(DOCS, f) for f in os.listdir(DOCS) if f.endswith(".md")
-)
+FILES = [os.path.join(REPO, "README.md")] + sorted(os.path.join(DOCS, f) for f in os.listdir(DOCS) if f.endswith(".md"))
 CONFIG_FILES = [os.path.join(REPO, "examples", "minimal", "jupyterhub_config.py"),
                 os.path.join(REPO, "examples", "slurm", "jupyterhub_config.py")]  # fmt: skip
 sys.path[:0] = [os.path.join(REPO, "examples", "minimal"), os.path.join(REPO, "examples", "slurm")]
@@ -212,7 +210,7 @@ def test_yaml_blocks(block, tmp_path, monkeypatch):
                 for rule in group["rules"]:
                     assert {"alert", "expr"} <= set(rule)
                     used = set(re.findall(r"forwardbasespawner_\w+", rule["expr"]))
-                    assert used and used <= names, (used - names)
+                    assert used and used <= names, used - names
         else:
             raise AssertionError(f"{ids(block)}: a YAML block no test knows: {sorted(doc)[:5]}")
 

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from tornado import web
 
 from forwardbasespawner.events import (
+    SHORTENED_MARK,
     EventLog,
     InvalidEvent,
-    SHORTENED_MARK,
     describe_exception,
     parse_event,
     sanitise_html,
@@ -63,8 +63,8 @@ def test_parse_event_shortens_long_texts_with_a_visible_mark():
 def test_event_log_is_a_list_for_subclasses_of_the_original():
     # OutpostSpawner and UnicoreSpawner test `type(self.events) == list` before they use events
     log = EventLog()
-    assert type(log) == list and list == type(log) and isinstance(log, list)
-    assert type(log) != dict and type(log) != tuple
+    assert type(log) == list and list == type(log) and isinstance(log, list)  # noqa: E721 (the subclasses' own test)
+    assert type(log) != dict and type(log) != tuple  # noqa: E721
     log.append({"progress": 5, "message": "a"})
     log += [{"progress": 6, "message": "b"}]
     assert json.loads(json.dumps(log))[1]["message"].endswith(": b")
@@ -135,7 +135,7 @@ def test_log_drops_oldest_non_terminal_events():
 
 def test_log_respects_byte_cap():
     log = EventLog(max_count=1000, max_bytes=2000)
-    for i in range(100):
+    for _ in range(100):
         log.append({"message": "x" * 100})
     assert sum(len(json.dumps(e)) for e in log) <= 2000
     assert len(log) < 20
@@ -182,7 +182,9 @@ async def _collect(log):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.text(max_size=15), st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=50), st.lists(st.integers()))))
+@given(
+    st.dictionaries(st.text(max_size=15), st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=50), st.lists(st.integers())))
+)
 def test_parse_event_only_raises_invalid_event(raw):
     try:
         event = parse_event(raw)

@@ -16,8 +16,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import ssh_config
-from tests.hubharness import processes_with, running_hub, ssh_processes
+from tests.hubharness import running_hub
 from tests.probing import Prober
+from tests.processes import processes_with, ssh_processes
 
 pytestmark = pytest.mark.slow
 SERVERS = [(f"rs{i}", "") for i in range(5)] + [(f"rs{i}", "second") for i in range(5)]
@@ -32,11 +33,14 @@ def marker(user, server):
 async def hub(tmp_path_factory, sshd):
     directory = tmp_path_factory.mktemp("hub")
     control = f"{directory}/ctl"
-    config = ssh_config(sshd, control) + """
+    config = (
+        ssh_config(sshd, control)
+        + """
 c.SimulatedRemoteSpawner.ssh_during_startup = True
 c.SimulatedRemoteSpawner.ssh_adopt_grace = 10
 c.Spawner.poll_interval = 5
 """
+    )
     async with running_hub(directory, config, debug=False) as hub:
         yield hub
 

@@ -8,7 +8,8 @@ import pytest
 
 from forwardbasespawner.k8s.objects import make_service, service_labels
 from tests.conftest import ssh_config
-from tests.hubharness import Hub, processes_with
+from tests.hubharness import Hub
+from tests.processes import processes_with
 
 pytestmark = pytest.mark.slow
 LISTER_TOKEN = secrets.token_hex(16)
@@ -18,7 +19,9 @@ NS = "jh"
 @pytest.fixture(scope="module")
 async def hub(tmp_path_factory, sshd, k8s_api):
     directory = tmp_path_factory.mktemp("hub")
-    config = ssh_config(sshd, f"{directory}/ctl") + f"""
+    config = (
+        ssh_config(sshd, f"{directory}/ctl")
+        + f"""
 c.SimulatedRemoteSpawner.ssh_during_startup = True
 c.SimulatedRemoteSpawner.svc_create = True
 c.SimulatedRemoteSpawner.namespace = {NS!r}
@@ -34,6 +37,7 @@ c.JupyterHub.custom_scopes = {{"custom:servers:list": {{"description": "list run
 c.JupyterHub.services.append({{"name": "unicore-cleaner", "api_token": {LISTER_TOKEN!r}}})
 c.JupyterHub.load_roles.append({{"name": "server-lister", "scopes": ["custom:servers:list"], "services": ["unicore-cleaner"]}})
 """
+    )
     hub = Hub(directory, extra_config=config)
     try:
         await hub.start()
@@ -57,7 +61,7 @@ async def test_one_service_per_server_and_none_after_stop(hub, k8s_api, no_leaks
     model = await hub.wait_ready("ann.lee@example.org", "gpu-1")
     services = ours(k8s_api)
     assert len(services) == 1
-    (name, svc), = services.items()
+    ((name, svc),) = services.items()
     assert len(name) <= 63 and name.startswith("jupyter-ann-lee-example-org---")
     assert svc["metadata"]["annotations"]["forwardbasespawner.jupyter.org/username"] == "ann.lee@example.org"
     assert svc["metadata"]["labels"]["system"] == "JUWELS"
@@ -138,9 +142,9 @@ async def test_list_servers_for_a_remote_system(hub, k8s_api, no_leaks):
     start_id = model["state"]["start_id"]
     assert any(entry.endswith(f"_a_{start_id}") for entry in listed), listed
     status, objects = await hub.request("GET", "/servers?format=objects", token=LISTER_TOKEN)
-    assert {"user": "fi", "server": "a", "start_id": start_id, "state": "running"}.items() <= [
-        o for o in objects if o["user"] == "fi"
-    ][0].items()
+    assert {"user": "fi", "server": "a", "start_id": start_id, "state": "running"}.items() <= [o for o in objects if o["user"] == "fi"][
+        0
+    ].items()
     page = (await hub.request("GET", "/servers?offset=0&limit=1", token=LISTER_TOKEN))[1]
     assert len(page) == 1
     for bad in ("?limit=0", "?limit=x", "?format=xml", "?offset=-1"):

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from tests.hubharness import processes_with
+from tests.processes import processes_with
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,6 @@ async def test_cancel_during_start_ends_quickly_and_leaves_nothing(hub, no_leaks
     status, reply = await hub.request("GET", "/users/progress/events/carol/c1")
     assert any(e.get("failed") and "Start cancelled." in e["message"] for e in reply["events"])
     assert "Traceback" not in str(reply)
-    assert "Start of carol:c1" in hub.log_text()
     assert processes_with("fbs-sim-carol-c1-") == []
 
 
@@ -116,9 +115,7 @@ async def test_failed_event_stops_running_server(hub, no_leaks):
     await hub.wait_ready("erin")
     marker = await marker_of(hub, "erin", "")
     no_leaks.append("fbs-sim-erin-default-")
-    status, _ = await hub.request(
-        "POST", "/users/progress/events/erin", body={"progress": 100, "failed": True, "message": "job killed"}
-    )
+    status, _ = await hub.request("POST", "/users/progress/events/erin", body={"progress": 100, "failed": True, "message": "job killed"})
     assert status == 204
     await hub.wait_stopped("erin")
     assert processes_with(marker) == []

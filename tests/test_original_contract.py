@@ -12,7 +12,7 @@ from jupyterhub.objects import Hub
 from traitlets import TraitError
 
 from forwardbasespawner import ForwardBaseSpawner
-from forwardbasespawner.ssh.spec import InvalidSpec, validate_options, validate_tunnel_request
+from forwardbasespawner.ssh.spec import InvalidSpec, TunnelRequest, validate_options
 
 
 class Legacy(ForwardBaseSpawner):
@@ -206,9 +206,9 @@ def test_an_old_ssh_option_names_the_config_line_that_replaces_it(option, line):
 
 def test_a_refused_setuptunnel_field_names_the_config_line():
     with pytest.raises(InvalidSpec, match=r"setuptunnel_allowed_keys = \['ssh_username'\]"):
-        validate_tunnel_request({"service": "n:1", "ssh_username": "root"})
+        TunnelRequest.parse({"service": "n:1", "ssh_username": "root"})
     with pytest.raises(InvalidSpec, match=r"setuptunnel_allowed_nodes = \['node9'\]"):
-        validate_tunnel_request({"service": "n:1", "ssh_node": "node9"})
+        TunnelRequest.parse({"service": "n:1", "ssh_node": "node9"})
 
 
 async def test_an_old_configs_ssh_options_become_the_endpoints_settings():
@@ -231,3 +231,39 @@ async def test_ssh_options_from_a_caller_stay_on_the_allow_list():
     spawner.port_forward_info["ssh_forward_options"] = {"IdentityFile": "/root/.ssh/id_rsa"}
     with pytest.raises(InvalidSpec, match="not taken from ssh options"):
         await spawner.get_ssh_endpoint()
+
+
+async def test_the_originals_getters_read_port_forward_info_over_the_traits():
+    """Subclasses and hooks of the original call ``get_ssh_*()``: a key in ``port_forward_info``
+    (or its ``remote`` part) wins over the trait, callables get ``(spawner, info)``, and the node
+    goes through ``ssh_node_mapping`` as the tunnel's own endpoint does."""
+    spawner = make(
+        ssh_node="login1", ssh_port=lambda spawner, info: 2222, ssh_username="tunnel",
+        ssh_node_mapping=lambda spawner, node: f"{node}.example.org", ssh_remote_node="login9",
+    )  # fmt: skip
+    assert await spawner.get_ssh_node() == "login1.example.org"
+    assert await spawner.get_ssh_port() == 2222 and await spawner.get_ssh_username() == "tunnel"
+    assert await spawner.get_ssh_remote_node() == "login9"
+    spawner.port_forward_info.update(ssh_node="login2", ssh_port=22, remote={"ssh_remote_node": "login3"})
+    assert await spawner.get_ssh_node() == "login2.example.org" and await spawner.get_ssh_port() == 22
+    assert await spawner.get_ssh_remote_node() == "login3"
+    spawner.port_forward_info["service"] = "node7:9000"
+    assert (await spawner.get_ssh_endpoint()).host == await spawner.get_ssh_node()
+
+
+def test_state_round_trips_through_the_connection_record():
+    """What a running server's state holds comes back as it was (a Hub restart depends on it), in
+    the keys rows of earlier releases carry."""
+    spawner = make()
+    spawner.port_forward_info.update(service="node7:9000", ssh_node="login1", remote={"port": 40001})
+    spawner.port, spawner.tunnel_node, spawner.start_id = 41234, "login1", "s1"
+    spawner.connection.tunnel_open = spawner.connection.remote_forward_open = spawner.connection.svc_open = True
+    state = spawner.get_state()
+    assert state["custom_port"] == 41234 and state["tunnel_open"] and state["svc_name"] == "jupyter-alice"
+    again = make()
+    again.load_state(state)
+    assert again.port == 41234 and again.port_forward_info == spawner.port_forward_info
+    assert again.tunnel_node == "login1" and again.has_tunnel and again.connection.restore_pending
+    assert again.get_state() == state
+    again.clear_state()
+    assert again.port_forward_info == {} and not again.has_tunnel and again.port == 0

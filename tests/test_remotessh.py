@@ -2,21 +2,17 @@
 start script is sent inline; ssh's failures do not reach users. Against a real sshd."""
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
-from jupyterhub.objects import Hub
 
 from forwardbasespawner.hooks import resolve
 from forwardbasespawner.remotessh import RemoteSSHSpawner
 from forwardbasespawner.ssh.spec import InvalidSpec
+from tests import standalone
 
 
 def make(name="alice", server="", **kwargs):
-    user = SimpleNamespace(name=name, url=f"/user/{name}/", escaped_name=name, id=7)
-    hub = Hub(ip="127.0.0.1", port=8081, base_url="/hub/")
-    orm_spawner = SimpleNamespace(name=server, display_name="", server=None, state=None, user_options={})
-    return RemoteSSHSpawner(user=user, hub=hub, orm_spawner=orm_spawner, remote_host="127.0.0.1", **kwargs)
+    return standalone.make(name, server, cls=RemoteSSHSpawner, remote_host="127.0.0.1", **kwargs)
 
 
 async def test_each_user_has_their_own_account_by_default():

@@ -10,12 +10,14 @@ import hypothesis
 import pytest
 import schemathesis
 import yaml
-from hypothesis import HealthCheck, strategies as st
+from hypothesis import HealthCheck
+from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_openapi
 from schemathesis import checks as st_checks
 
 from tests.conftest import ssh_config
-from tests.hubharness import Hub, processes_with, server_token
+from tests.hubharness import Hub, server_token
+from tests.processes import process_environ, processes_with
 from tests.rest_api_check import SPEC_PATH, spec
 
 pytestmark = pytest.mark.slow
@@ -47,7 +49,9 @@ def test_the_document_names_exactly_the_routes_of_the_code():
 @pytest.fixture(scope="module")
 async def hub(tmp_path_factory, sshd):
     directory = tmp_path_factory.mktemp("hub")
-    config = ssh_config(sshd, f"{directory}/ctl") + f"""
+    config = (
+        ssh_config(sshd, f"{directory}/ctl")
+        + f"""
 c.SimulatedRemoteSpawner.setuptunnel_allowed_nodes = ["127.0.0.1", "127.0.0.2"]  # nothing listens on .2
 c.SimulatedRemoteSpawner.ssh_master_start_timeout = 5
 c.JupyterHub.custom_scopes = {{
@@ -60,6 +64,7 @@ c.JupyterHub.load_roles += [
     {{"name": "watcher", "scopes": ["custom:sshnode:restart"], "services": ["watcher"]}},
 ]
 """
+    )
     hub = Hub(directory, extra_config=config)
     try:
         await hub.start()
@@ -138,8 +143,8 @@ async def test_every_documented_status(hub, no_leaks):
         await hub.wait_ready(user, server)
         assert (await call(hub, "POST", base, token=token, body={"service": f"127.0.0.1:{port}"}))[0] == 204  # again
     # moving the tunnel more often than setuptunnel_max_changes in one start: 429
-    token = await running(hub, "uma", "", {"later": True, "quiet": True})
-    for base, token in (("/users/setuptunnel/rita/t", server_token("fbs-sim-rita-t-")), ("/users/setuptunnel/uma", token)):
+    uma = await running(hub, "uma", "", {"later": True, "quiet": True})
+    for base, token in (("/users/setuptunnel/rita/t", server_token("fbs-sim-rita-t-")), ("/users/setuptunnel/uma", uma)):
         await until_429(hub, base, token, 50, lambda i: {"service": f"127.0.0.1:{i + 1}"})
     for base in ("/users/setuptunnel/nobody", "/users/setuptunnel/rita/nosuchserver"):
         assert (await call(hub, "POST", base, body={"service": "127.0.0.1:1"}))[0] == 404
@@ -204,9 +209,7 @@ async def until_429(hub, path, token, limit, body):
 def sim_port(user, server):
     """The port the simulated remote server of ``user``'s ``server`` listens on."""
     (pid,) = processes_with(f"fbs-sim-{user}-{server or 'default'}-")
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
-    return int(env[b"FBS_SIM_PORT"])
+    return int(process_environ(pid)["FBS_SIM_PORT"])
 
 
 # ------------------------------------------------------------------ the fuzzer

@@ -4,33 +4,12 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
-from jupyterhub.objects import Hub
 
 import forwardbasespawner
-from forwardbasespawner import ForwardBaseSpawner, register_api_handlers
+from forwardbasespawner import register_api_handlers
 from forwardbasespawner.hooks import settle
 from forwardbasespawner.ssh.spec import InvalidSpec
-
-
-class Remote(ForwardBaseSpawner):
-    polled = 0
-
-    async def _start(self):
-        return "node1.cluster:9000"
-
-    async def _poll(self):
-        self.polled += 1
-        return None
-
-    async def _stop(self, now=False, **kwargs):
-        pass
-
-
-def make(name="alice@example.org", server="gpu/1", **kwargs):
-    user = SimpleNamespace(name=name, url=f"/user/{name}/", escaped_name=name, id=7)
-    hub = Hub(ip="127.0.0.1", port=8081, base_url="/hub/")
-    orm_spawner = SimpleNamespace(name=server, display_name="", server=None, state=None, user_options={})
-    return Remote(user=user, hub=hub, orm_spawner=orm_spawner, **kwargs)
+from tests.standalone import make
 
 
 def test_state_written_by_the_original_package_loads():

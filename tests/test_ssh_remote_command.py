@@ -5,7 +5,7 @@ import os
 import pytest
 
 from forwardbasespawner.ssh.openssh import TunnelError
-from tests.test_spawner_unit import make
+from tests.standalone import make
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def node_script(tmp_path, sshd):
         "#!/bin/sh\n"
         f'echo "$SSH_ORIGINAL_COMMAND" >> {calls}\n'
         f'case "$SSH_ORIGINAL_COMMAND" in start) sleep $(cat {tmp_path}/delay); echo "no route to the hub" >&2; exit $(cat {tmp_path}/code);;\n'
-        f'  status) exit $(cat {tmp_path}/code);; esac\n'
+        f"  status) exit $(cat {tmp_path}/code);; esac\n"
     )
     script.chmod(0o755)
     (tmp_path / "code").write_text("217")
@@ -42,6 +42,8 @@ async def test_start_and_stop_run_on_the_node_as_the_original_ran_them(sshd, nod
     spawner = spawner_for(sshd, key)
     await spawner.start()
     assert calls.read_text().splitlines() == ["start"]
+    # the node's script makes its own tunnel: no port of ours goes into the state or the environment
+    assert spawner.port_forward_info["remote"] == {} and "JUPYTERHUB_HUB_TUNNEL_PORT" not in spawner.get_env()
     await spawner.stop()
     assert calls.read_text().splitlines() == ["start", "stop"]
 

@@ -8,18 +8,21 @@ import signal
 import pytest
 
 from forwardbasespawner.ssh.asyncssh import AsyncsshMaster
+from forwardbasespawner.ssh.master import Master
 from forwardbasespawner.ssh.openssh import (
     ControlMaster,
     ForwardError,
     TunnelError,
+    allocated_port,
     control_argv,
     master_argv,
+    master_pid,
     run_argv,
 )
 from forwardbasespawner.ssh.ports import allocate_port, port_is_free
 from forwardbasespawner.ssh.spec import Endpoint, Forward
 from forwardbasespawner.ssh.supervisor import TunnelManager
-from tests.hubharness import ssh_processes  # noqa: F401 (also imported from here)
+from tests.processes import ssh_processes
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger("test-ssh")
@@ -61,8 +64,6 @@ def endpoint_of(sshd, **kw):
     return Endpoint(host="127.0.0.1", port=sshd.port, user=sshd.user, key=sshd.client_key, **kw)
 
 
-
-
 async def fetch(port):
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
     writer.write(b"GET\n")
@@ -91,6 +92,22 @@ def test_an_operators_keep_alive_and_ciphers_take_effect_with_openssh(tmp_path):
     argv = master_argv(endpoint, str(tmp_path / "ctl"), known_hosts=str(tmp_path / "kh"), ciphers="aes128-gcm@openssh.com")
     config = subprocess.run(["ssh", "-G", *argv[1:]], capture_output=True, text=True, check=True).stdout.lower()
     assert "serveraliveinterval 15" in config and "ciphers aes256-ctr" in config
+
+
+def test_both_backends_implement_the_whole_master_interface():
+    assert Master.__abstractmethods__ == {
+        "adopt_all", "up", "wait_closed", "exit_reason", "check", "listens", "add", "remove", "restore", "kill",
+        "exit", "save_journal", "terminate",
+    }  # fmt: skip
+    for backend in (ControlMaster, AsyncsshMaster):
+        assert issubclass(backend, Master) and not backend.__abstractmethods__
+    with pytest.raises(TypeError):
+        Master(Endpoint(host="node1.example.org"), "/ctl/abc", {}, log)
+
+
+def test_parsers_of_ssh_answers():
+    assert master_pid(b"Master running (pid=4242)\r\n") == 4242 and master_pid(b"Control socket connect: refused") is None
+    assert allocated_port(b"Allocated port 40123 for remote forward\n40123\n") == 40123 and allocated_port(b"") is None
 
 
 def test_argv_builders_pass_values_as_single_arguments():

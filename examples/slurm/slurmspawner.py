@@ -14,9 +14,8 @@ environment of ``sbatch`` (Slurm's default ``--export=ALL``), never through a co
 import asyncio
 import shlex
 
-from traitlets import Float, List, Unicode
-
 from forwardbasespawner import ForwardBaseSpawner
+from traitlets import Float, List, Unicode
 
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
 ACTIVE = QUEUED | {"RUNNING", "COMPLETING"}

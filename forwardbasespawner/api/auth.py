@@ -1,11 +1,92 @@
-"""Who may call what: the rules shared by the API handlers."""
+"""Who may call what: one helper per kind of route, each called first in the handler.
+
+- :func:`authorize_server_reader` — read a server (the SpawnEvents GET): ``read:servers`` on it;
+- :func:`authorize_server_writer` — act in a server's name (SpawnEvents POST, SetupTunnel): the
+  server's own API token or ``admin:servers`` on it;
+- :func:`authorize_scope` — a Hub-wide route (ListServers, SSHNodeRestarted): one of its scopes,
+  or unfiltered ``admin:servers``.
+
+The two server helpers return the spawner. Callers who may not even read a server get 404, as
+JupyterHub answers for hidden resources; a request without valid credentials gets 403.
+"""
 
 import hmac
 
 from jupyterhub import orm
 from tornado import web
 
+from ..policy import log_safe
 from ..spawner import token_sha256
+
+#: JupyterHub's answer for a resource the caller may not see, or that does not exist
+HIDDEN = "No access to resources or resources not found"
+
+
+def _require_credentials(handler):
+    if handler.current_user is None:
+        raise web.HTTPError(403, "Missing or invalid credentials.")
+
+
+def authorize_server_reader(handler, user_name, server_name):
+    """Return the spawner if the caller holds ``read:servers`` on that server, else raise.
+
+    As JupyterHub's ``@needs_scope("read:servers")``: 403 when the caller has no ``read:servers``
+    at all, 404 when their (filtered) ``read:servers`` does not cover it; then 404 when there is
+    no such server.
+    """
+    _require_credentials(handler)
+    target = f"{user_name}/{server_name}"
+    if not handler.has_scope(f"read:servers!server={target}"):
+        handler.log.warning("Not authorizing access to %s. Requires read:servers on server=%s", handler.request.path, log_safe(target))
+        if "read:servers" in handler.parsed_scopes:
+            raise web.HTTPError(404, HIDDEN)
+        raise web.HTTPError(403, "Action is not authorized with current scopes; requires any of [read:servers]")
+    spawner = find_spawner(handler, user_name, server_name)
+    if spawner is None:
+        raise web.HTTPError(404, "No such server.")
+    return spawner
+
+
+def authorize_server_writer(handler, user_name, server_name):
+    """Return the spawner if the caller is that server itself or an admin of it; else raise.
+
+    ``access:servers`` is not enough: JupyterHub grants it to every user on their own servers and
+    to share recipients, and neither may write events or tunnels in the server's name.
+    Callers who may not even read the server get 404, as JupyterHub answers for hidden resources.
+    """
+    _require_credentials(handler)
+    target = f"{user_name}/{server_name}"
+    spawner = find_spawner(handler, user_name, server_name)
+    if handler.has_scope(f"admin:servers!server={target}") or (spawner is not None and is_server_token(handler, spawner)):
+        if spawner is None:
+            raise web.HTTPError(404, f"No server {target!r}.")
+        return spawner
+    if any(handler.has_scope(f"{scope}!server={target}") for scope in ("read:servers", "access:servers")):
+        # they know the server exists (owner, share recipient): say what is missing
+        raise web.HTTPError(403, "Only the server's own API token or an admin may do this.")
+    raise web.HTTPError(404, HIDDEN)
+
+
+def authorize_scope(handler, *scopes):
+    """Pass if the caller's token holds one of ``scopes`` or unfiltered ``admin:servers``, else
+    403 naming the scopes.
+
+    Only the scopes of the credential decide, never ``current_user.admin``: an admin's token
+    restricted to ``read:users:name`` (made for a script), or the OAuth token of a server an admin
+    opens, carries the admin's name but not their rights. An admin's full token has
+    ``admin:servers`` (JupyterHub's admin role) and passes.
+    """
+    _require_credentials(handler)
+    held = getattr(handler, "expanded_scopes", None) or set()
+    if any(scope in held for scope in scopes) or "admin:servers" in held:
+        return
+    raise web.HTTPError(403, f"Requires one of the scopes: {', '.join(scopes)}, or admin:servers")
+
+
+def check_custom_scopes(handler):
+    """:func:`authorize_scope` with the handler's ``required_scopes`` (the original package's
+    helper; subclasses import it from ``forwardbasespawner.utils``)."""
+    authorize_scope(handler, *getattr(handler, "required_scopes", []))
 
 
 def find_spawner(handler, user_name, server_name):
@@ -66,44 +147,3 @@ def is_issued_server_token(db, spawner, token):
         .first()
     )
     return issued is not None and issued.id == found.id
-
-
-def require_server_writer(handler, user_name, server_name):
-    """Return the spawner if the caller is that server itself or an admin of it; else raise.
-
-    ``access:servers`` is not enough: JupyterHub grants it to every user on their own servers and
-    to share recipients, and neither may write events or tunnels in the server's name.
-    Callers who may not even read the server get 404, as JupyterHub answers for hidden resources.
-    """
-    if handler.current_user is None:
-        raise web.HTTPError(403, "Missing or invalid credentials.")
-    target = f"{user_name}/{server_name}"
-    spawner = find_spawner(handler, user_name, server_name)
-    if handler.has_scope(f"admin:servers!server={target}") or (
-        spawner is not None and is_server_token(handler, spawner)
-    ):
-        if spawner is None:
-            raise web.HTTPError(404, f"No server {target!r}.")
-        return spawner
-    if any(handler.has_scope(f"{scope}!server={target}") for scope in ("read:servers", "access:servers")):
-        # they know the server exists (owner, share recipient): say what is missing
-        raise web.HTTPError(403, "Only the server's own API token or an admin may do this.")
-    raise web.HTTPError(404, "No access to resources or resources not found")
-
-
-def check_custom_scopes(handler):
-    """Pass if the caller's token holds one of ``handler.required_scopes`` or unfiltered
-    ``admin:servers``, else 403 naming the scopes.
-
-    Only the scopes of the credential decide, never ``current_user.admin``: an admin's token
-    restricted to ``read:users:name`` (made for a script), or the OAuth token of a server an admin
-    opens, carries the admin's name but not their rights. An admin's full token has
-    ``admin:servers`` (JupyterHub's admin role) and passes.
-    """
-    required = list(getattr(handler, "required_scopes", []))
-    if handler.current_user is None:
-        raise web.HTTPError(403, "Missing or invalid credentials.")
-    held = getattr(handler, "expanded_scopes", None) or set()
-    if any(scope in held for scope in required) or "admin:servers" in held:
-        return
-    raise web.HTTPError(403, f"Requires one of the scopes: {', '.join(required)}, or admin:servers")

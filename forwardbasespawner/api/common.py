@@ -1,9 +1,33 @@
-"""What the API handlers share beyond authorization: reading bodies and ending a spawn."""
+"""What the API handlers share beyond authorization: reading bodies and answering a spawner's call."""
 
-import asyncio
 import json
+from contextlib import asynccontextmanager
 
 from tornado import web
+
+from ..errors import (
+    CallConflict,
+    CallRejected,
+    InvalidEvent,
+    InvalidSpec,
+    TooManyCalls,
+    TunnelRequestRefused,
+    TunnelSetupFailed,
+)
+from ..remote_calls import remote_calls
+
+#: how the API answers each error of parsing a request or of the spawner's call: the status, and
+#: the words put before the error's message; the first kind that matches counts
+ANSWERS = (
+    (TunnelRequestRefused, 403, "Refused: "),
+    (InvalidSpec, 400, "Invalid tunnel request: "),
+    (InvalidEvent, 400, "Invalid event: "),
+    (CallRejected, 400, ""),
+    (CallConflict, 409, ""),
+    (TunnelSetupFailed, 422, ""),
+    (TooManyCalls, 429, ""),
+)
+_ANSWERED = tuple(kind for kind, _, _ in ANSWERS)
 
 
 def read_json_body(handler, max_bytes):
@@ -16,27 +40,19 @@ def read_json_body(handler, max_bytes):
         raise web.HTTPError(400, "The body is not valid JSON.") from None
 
 
-def require_starting_or_running(spawner):
-    """409 unless the server is starting or running (writes to a stopped server would be lost).
-
-    A server that JupyterHub checks at its start-up (``pending == "check"``) counts as running: a
-    start that was waiting for SetupTunnel when the Hub restarted is completed by exactly that call.
+@asynccontextmanager
+async def remote_call(handler, spawner):
+    """Around parsing a request and making the spawner's call: gives the spawner's
+    :class:`~forwardbasespawner.remote_calls.RemoteCalls` and answers their errors as
+    :data:`ANSWERS` says (with ``Retry-After`` when the error has one). A failed call that ended
+    the spawn and left the server to stop is stopped here first, with JupyterHub's handler.
     """
-    if not (spawner.pending in ("spawn", "check") or (spawner.ready and not spawner.pending)):
-        raise web.HTTPError(409, f"Server {spawner._log_name} is not starting or running.")
-
-
-async def end_spawn(handler, spawner, server_name, event):
-    """The remote side gave up (``event`` says why): end the spawn as JupyterHub's cancel does."""
-    if spawner.pending == "spawn":
-        if spawner.abort_start(event):
-            return  # start() raises with the reason; JupyterHub stops and cleans up
-        # start() has returned and JupyterHub is waiting for the server to answer
-        spawner.mark_start_cancelled()
-        future = spawner._spawn_future
-        if future is not None and not future.done():
-            future.cancel()
-            await asyncio.wait([future], timeout=5)
-        await handler.stop_single_user(spawner.user, server_name)
-    elif spawner.ready:
-        await handler.stop_single_user(spawner.user, server_name)
+    try:
+        yield remote_calls(spawner)
+    except _ANSWERED as e:
+        status, prefix = next((status, prefix) for kind, status, prefix in ANSWERS if isinstance(e, kind))
+        if getattr(e, "stop_server", False):
+            await handler.stop_single_user(spawner.user, spawner.name)
+        if getattr(e, "retry_after", None):
+            handler.set_header("Retry-After", str(e.retry_after))
+        raise web.HTTPError(status, f"{prefix}{e}") from None

@@ -6,7 +6,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
 from ..hubdb import server_rows
-from .auth import check_custom_scopes
+from .auth import authorize_scope
 
 MAX_LIMIT = 10000
 MAX_OFFSET = 2**31 - 1  # what every database takes as an OFFSET (SQLite's is 64-bit, others' are not)
@@ -38,7 +38,7 @@ class ListServersAPIHandler(APIHandler):
         return int(value)
 
     async def get(self):
-        check_custom_scopes(self)
+        authorize_scope(self, *self.required_scopes)
         form = self.get_argument("format", "strings")
         if form not in ("strings", "objects"):
             raise web.HTTPError(400, "'format' is 'strings' or 'objects'")
@@ -72,8 +72,4 @@ class ListServersAPIHandler(APIHandler):
 
     def _live_spawners(self):
         """``(user name, server name) -> spawner`` of the users this Hub has loaded (no queries)."""
-        return {
-            (user.name, name): spawner
-            for user in list(self.users.values())
-            for name, spawner in list(user.spawners.items())
-        }
+        return {(user.name, name): spawner for user in list(self.users.values()) for name, spawner in list(user.spawners.items())}

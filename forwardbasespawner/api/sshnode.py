@@ -6,8 +6,8 @@ from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
 from ..addresses import InvalidAddress, validate_host
-from ..ssh.tunnels import SSHTunnels
-from .auth import check_custom_scopes
+from ..ssh.registry import tunnel_managers
+from .auth import authorize_scope
 
 
 def tunnel_hosts_for(users, node):
@@ -16,7 +16,7 @@ def tunnel_hosts_for(users, node):
     hosts = set()
     for user in users.values():
         for spawner in user.spawners.values():
-            if not getattr(spawner, "_tunnel_open", False) or not spawner.active:
+            if not getattr(spawner, "has_tunnel", False) or not spawner.active:
                 continue
             if spawner.tunnel_node == node or (spawner.user_options or {}).get("system") == node:
                 hosts.add(spawner.tunnel_node or node)
@@ -41,13 +41,13 @@ class SSHNodeRestartedAPIHandler(APIHandler):
         await self.post(node)
 
     async def post(self, node):
-        check_custom_scopes(self)
+        authorize_scope(self, *self.required_scopes)
         try:
             node = validate_host(node)
         except InvalidAddress as e:
             raise web.HTTPError(400, f"Invalid node: {e}") from None
         hosts = tunnel_hosts_for(self.users, node)
-        managers = SSHTunnels.tunnel_managers()
+        managers = tunnel_managers()
         hosts |= {m.endpoint.host for manager in managers for m in manager.masters.values() if m.endpoint.host == node}
         for host in hosts:
             for manager in managers:

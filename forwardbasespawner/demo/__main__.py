@@ -116,8 +116,12 @@ async def run(args):
     if os.getuid() == 0 and not args.allow_root:
         sys.exit("the demo would run Jupyter servers as root: run it as an ordinary user, or pass --allow-root")
     if not is_loopback(args.ip):
-        print(f"WARNING: the demo listens on {args.ip}, not on loopback: anyone who can reach it and learns the "
-              "password can run code as this account. Use it on a trusted network only.", file=sys.stderr, flush=True)
+        print(
+            f"WARNING: the demo listens on {args.ip}, not on loopback: anyone who can reach it and learns the "
+            "password can run code as this account. Use it on a trusted network only.",
+            file=sys.stderr,
+            flush=True,
+        )
     password = new_password()
     proxy = find_proxy()
     if proxy is None:
@@ -142,7 +146,8 @@ async def run(args):
         )  # fmt: skip
         try:
             await wait_for_hub(url, hub)
-            print(textwrap.dedent(f"""
+            print(
+                textwrap.dedent(f"""
                 forwardbasespawner demo is running.
 
                   Open      {url}/hub/login
@@ -151,7 +156,9 @@ async def run(args):
                   Log       {directory}/jupyterhub.log
 
                 Tick "Slow start" on the spawn form to try cancel. Press Ctrl-C to stop.
-            """), flush=True)
+            """),
+                flush=True,
+            )
             await stop.wait()
         finally:
             print("Stopping servers, JupyterHub, the proxy and the remote host ...", flush=True)

@@ -1,6 +1,6 @@
-"""A private OpenSSH sshd on loopback (the demo's "remote host", and the tests'), with its own host
-and client keys in a directory of its own. Needs Debian's openssh-server (only the binary: apt does
-not start anything)."""
+"""A private OpenSSH sshd on loopback: the demo's "remote host", with its own host and client keys
+in a directory of its own (the tests keep their own, tests/sshd.py, so that either may change).
+Needs Debian's openssh-server (only the binary: apt does not start anything)."""
 
 import asyncio
 import getpass
@@ -15,6 +15,7 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
 
 SSHD = "/usr/sbin/sshd"
 
@@ -41,7 +42,8 @@ class SSHServer:
         with open(self.known_hosts, "w") as f:
             f.write(f"[127.0.0.1]:{self.port} {' '.join(host_public)}\n")
         with open(os.path.join(self.dir, "sshd_config"), "w") as f:
-            f.write(textwrap.dedent(f"""\
+            f.write(
+                textwrap.dedent(f"""\
                 ListenAddress 127.0.0.1
                 Port {self.port}
                 HostKey {self.dir}/host_key
@@ -60,16 +62,8 @@ class SSHServer:
                 MaxSessions 1000
                 MaxStartups 1000:30:2000
                 LogLevel ERROR
-                """))
-
-    def add_forced_command_key(self, name, command):
-        """A new client key that can only run ``command`` on this node (its argv arrives in
-        SSH_ORIGINAL_COMMAND), as a node's forced-command tunnel script is installed."""
-        path = os.path.join(self.dir, name)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
-        with open(os.path.join(self.dir, "authorized_keys"), "a") as f:
-            f.write(f'command="{command}",no-pty {open(path + ".pub").read()}')
-        return path
+                """)
+            )
 
     async def start(self):
         if not os.path.exists(os.path.join(self.dir, "sshd_config")):

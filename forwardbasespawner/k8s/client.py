@@ -13,8 +13,6 @@ from kubernetes_asyncio.client.rest import ApiException
 from ..errors import ServiceConflict
 
 
-
-
 def _retryable(error):
     if isinstance(error, ApiException):
         return error.status == 429 or error.status >= 500 or error.status == 0
@@ -80,9 +78,7 @@ class ServiceClient:
             try:
                 # raw JSON back: turning every answer into model objects and then into dicts
                 # again costs the Hub's loop far more than the call itself
-                response = await getattr(core, method)(
-                    *args, _preload_content=False, _request_timeout=self.timeout, **kwargs
-                )
+                response = await getattr(core, method)(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
                 try:
                     body = await response.read()
                 finally:

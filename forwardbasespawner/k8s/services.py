@@ -1,4 +1,6 @@
-"""The Kubernetes side of ForwardBaseSpawner: its traits and the Service of each tunnelled server."""
+"""The Kubernetes side of ForwardBaseSpawner: its settings resolved into each tunnelled server's
+Service (:class:`~forwardbasespawner.k8s.server_service.ServerService`), and the clean-up of stray
+Services once per Hub process."""
 
 import asyncio
 import os
@@ -6,11 +8,13 @@ import weakref
 
 from traitlets.config import LoggingConfigurable
 
+from ..errors import ServiceConflict
 from ..hooks import resolve
 from ..hubdb import server_rows
-from .client import ServiceClient, ServiceConflict
+from .client import ServiceClient
 from .names import dns_name, service_name
-from .objects import is_legacy_service, is_ours, make_service, owner_selector, service_labels
+from .objects import is_ours, owner_selector
+from .server_service import ServerService
 
 _CLIENTS = weakref.WeakKeyDictionary()  # event loop -> {settings: ServiceClient}
 _RECONCILED = weakref.WeakKeyDictionary()  # event loop -> {hub id: task}
@@ -18,7 +22,8 @@ _LIVE = set()  # (hub id, user, server) whose Service this process is making or 
 
 
 class KubernetesServices(LoggingConfigurable):
-    """Traits and methods of the per-server Service (mixed into ForwardBaseSpawner)."""
+    """Methods of the per-server Service (mixed into ForwardBaseSpawner; the traits are
+    :class:`~forwardbasespawner.traits.kubernetes.KubernetesTraits`)."""
 
     # ------------------------------------------------------------ client and names
     def k8s_client(self):
@@ -60,54 +65,48 @@ class KubernetesServices(LoggingConfigurable):
             )
         return selector
 
+    def server_service(self):
+        """This server's Service, as an object (see :class:`ServerService`)."""
+        if not self.svc_name:
+            self._name_svc()
+        return ServerService(
+            self.k8s_client(), name=self.svc_name, namespace=self.namespace, hub_id=self.k8s_hub_id,
+            user=self.user.name, server=self.name, log=self.log, log_name=self._log_name,
+        )  # fmt: skip
+
     # ------------------------------------------------------------ the Service
     async def ssh_default_svc(self):
         """Create (or take over our own leftover) Service to the Hub pod's forward port; return
         ``(dns_name, port)``. A Service of the same name that is not ours fails the start."""
         await self.reconcile_services_once()
-        if not self.svc_name:
-            self._name_svc()
+        service = self.server_service()
         self.dns_name = dns_name(self.dns_name_template, self.svc_name, self.namespace)
         key = (self.k8s_hub_id, self.user.name, self.name)
         _LIVE.add(key)
-        manifest = make_service(
-            self.svc_name, self.namespace, self.port, await self._hub_selector(),
-            service_labels(self.user.name, self.name, self.k8s_hub_id, await self.get_extra_labels()),
-            self.user.name, self.name, self.start_id, self.k8s_owner_reference or None,
-        )  # fmt: skip
-        selector = manifest["spec"]["selector"]
-        self._svc_open = True  # before the call: stop() deletes one whose creation timed out
+        selector = await self._hub_selector()
+        extra_labels = await self.get_extra_labels()
+        self.connection.svc_open = True  # before the call: stop() deletes one whose creation timed out
         try:
-            await self.k8s_client().create_service(
-                manifest,
-                lambda existing: (
-                    is_ours(existing, self.k8s_hub_id, self.user.name, self.name)
-                    # another Hub's with the same (default) hub id points at other pods: not ours
-                    and dict((existing.get("spec") or {}).get("selector") or {}) == dict(selector)
-                )
-                or is_legacy_service(existing, selector),  # the original package's, after an upgrade
-            )
+            await service.create(
+                self.port, selector=selector, extra_labels=extra_labels, start_id=self.start_id,
+                owner_reference=self.k8s_owner_reference,
+            )  # fmt: skip
         except ServiceConflict as e:
-            self._svc_open = False  # not ours: never deleted
+            self.connection.svc_open = False  # not ours: never deleted
             _LIVE.discard(key)
             raise RuntimeError(f"{e}; ask an administrator to remove it") from None
-        self.log.info("Service %s/%s for %s created", self.namespace, self.svc_name, self._log_name)
         return self.dns_name, self.port
 
     async def ssh_default_svc_remove(self):
-        if not self.svc_name:
-            self._name_svc()
-        gone = await self.k8s_client().delete_service(self.svc_name, self.namespace)
+        await self.server_service().delete()
         _LIVE.discard((self.k8s_hub_id, self.user.name, self.name))
-        self._svc_open = False
-        if gone:
-            self.log.info("Service %s/%s for %s deleted", self.namespace, self.svc_name, self._log_name)
+        self.connection.svc_open = False
 
     async def run_svc_create(self):
         """Where the proxy reaches the server: the Service (built-in or custom)."""
         if self.ssh_custom_svc is not None:
             host, port = await resolve(self.ssh_custom_svc, self, self.port_forward_info)
-            self._svc_open = True
+            self.connection.svc_open = True
             return host, port
         return await self.ssh_default_svc()
 
@@ -116,7 +115,7 @@ class KubernetesServices(LoggingConfigurable):
             await resolve(self.ssh_custom_svc_remove, self, self.port_forward_info)
         elif self.ssh_custom_svc is None:
             await self.ssh_default_svc_remove()
-        self._svc_open = False
+        self.connection.svc_open = False
 
     # ------------------------------------------------------------ reconciliation
     async def reconcile_services_once(self):

@@ -5,6 +5,7 @@ event loop here (the OpenSSH backend keeps them in other processes); see the dat
 """
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import os
@@ -12,9 +13,10 @@ import time
 
 import asyncssh
 
+from ..errors import ForwardError, TunnelError
 from .master import Master
-from .openssh import ForwardError, TunnelError
-from .spec import Endpoint, Forward
+from .sockets import process_listens
+from .spec import Forward
 
 
 def learn_new_host_key(known_hosts, host, addr, port, key, log=None):
@@ -38,31 +40,56 @@ def learn_new_host_key(known_hosts, host, addr, port, key, log=None):
 
 
 class AsyncsshMaster(Master):
-    """One asyncssh connection and the forwards that should exist on it (see ControlMaster)."""
+    """One asyncssh connection, in the Hub process, and the forwards that should exist on it.
 
-    def __init__(self, endpoint: Endpoint, control_path, master_args, log, *, ssh=None, start_timeout=10):
-        super().__init__(endpoint, master_args, log, start_timeout=start_timeout)
+    Nothing of it outlives the Hub: there is nothing to adopt, no journal, and the listening
+    sockets are the Hub's own. ``path`` and ``ssh`` of the constructor are not used.
+    """
+
+    def __init__(self, endpoint, path, master_args, log, *, ssh=None, start_timeout=10, key=None):
+        super().__init__(endpoint, path, master_args, log, ssh=ssh, start_timeout=start_timeout, key=key)
         self.connection = None
         self.listeners = {}  # Forward -> SSHListener
-        self._closed = None
+        self.errors = collections.deque(maxlen=5)  # why connections ended, the last few
+        self._closed = None  # completes when the current connection is lost
+
+    @classmethod
+    async def adopt_all(cls, directory, master_args, log, *, ssh=None, start_timeout=10):
+        """None: an asyncssh connection ends with the Hub process that made it."""
+        return
+        yield  # (what makes this an async iterator, of nothing)
 
     @property
     def up(self):
+        """Connected, and the connection not lost."""
         return self.connection is not None and self.started_at is not None and not self._closed.done()
 
-    @property
-    def process(self):
-        return None  # in-process: nothing outlives the Hub
-
-    def exit_reason(self):
-        return self.stderr_tail[-1] if self.stderr_tail else "connection closed"
-
     def wait_closed(self):
-        """An awaitable that completes when the current connection ends."""
+        """A future that completes when asyncssh reports the connection lost."""
         return self._closed
 
+    def exit_reason(self):
+        """asyncssh's reason for the lost connection."""
+        return self.errors[-1] if self.errors else "connection closed"
+
+    async def check(self):
+        """Whether the connection is up: asyncssh's keepalive closes a dead connection, which
+        completes :meth:`wait_closed`."""
+        return self.up
+
+    def listens(self, port):
+        """Whether the Hub process (which holds the listeners) listens on ``port``."""
+        return process_listens(os.getpid(), port)
+
+    def save_journal(self):
+        """Nothing: the connection and its forwards end with the Hub process."""
+
+    def terminate(self):
+        """Nothing: the connection ends with the Hub process."""
+
     async def _start(self):
-        await self._kill()
+        """Connect (after ending any earlier connection) and wait until authenticated."""
+        await self.kill()
         args = self.master_args
         started = time.monotonic()
         closed = asyncio.get_running_loop().create_future()
@@ -80,7 +107,7 @@ class AsyncsshMaster(Master):
 
             def connection_lost(self, exc):
                 if exc is not None:
-                    master.stderr_tail.append(str(exc))
+                    master.errors.append(str(exc))
                 if not closed.done():
                     closed.set_result(None)
 
@@ -110,7 +137,8 @@ class AsyncsshMaster(Master):
         self.started_at = time.monotonic()
         self.log.info("asyncssh connection to %s up in %.0f ms", self.endpoint.describe(), (self.started_at - started) * 1000)
 
-    async def _kill(self):
+    async def kill(self):
+        """Abort the connection (its listeners go with it) and wait until it is closed."""
         self.started_at = None
         if self.connection is not None:
             self.connection.abort()
@@ -119,7 +147,12 @@ class AsyncsshMaster(Master):
         self.connection = None
         self.listeners.clear()
 
+    def exit(self):
+        """The same as :meth:`kill`: nothing else is left."""
+        return self._exit_once(self.kill)
+
     async def add(self, forward: Forward):
+        """Listen for ``forward`` on the connection."""
         self.wanted[forward] = None
         try:
             return await self._add(forward)
@@ -128,7 +161,8 @@ class AsyncsshMaster(Master):
             raise
 
     async def _add(self, forward):
-        await self.ensure_up()
+        """Listen for ``forward`` unless it has a listener; the allocated port of a remote one with port 0."""
+        await self._start_once(self._start)
         if forward in self.listeners:
             return self.wanted.get(forward)  # the same forward twice is harmless
         try:
@@ -150,6 +184,7 @@ class AsyncsshMaster(Master):
         return None
 
     async def remove(self, forward: Forward):
+        """Close the listener of ``forward``."""
         self.wanted.pop(forward, None)
         listener = self.listeners.pop(forward, None)
         if listener is not None:
@@ -157,11 +192,9 @@ class AsyncsshMaster(Master):
             with contextlib.suppress(Exception):
                 await listener.wait_closed()
 
-    async def check(self):
-        return self.up  # asyncssh's keepalive closes a dead connection, which ends wait_closed()
-
     async def restore(self):
-        await self.ensure_up()
+        """Connect again and listen for every wanted forward, one after another."""
+        await self._start_once(self._start)
         failed = []
         for forward in list(self.wanted):
             try:
@@ -169,6 +202,3 @@ class AsyncsshMaster(Master):
             except TunnelError as e:
                 failed.append((forward, str(e)))
         return failed
-
-    async def _exit(self):
-        await self._kill()

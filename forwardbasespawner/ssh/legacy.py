@@ -13,14 +13,11 @@ The argv builders are pure; the effects (running ssh, reading ``/proc``) are sma
 
 import asyncio
 import os
-import re
 import stat
 import time
 
-from .openssh import run_argv
+from .openssh import master_pid, run_argv
 from .sockets import process_listens
-
-_MASTER_PID = re.compile(rb"pid=(\d+)")
 
 #: control socket path -> ports of adopted forwards on that master, in this Hub process
 _ADOPTED = {}
@@ -90,8 +87,7 @@ async def _master_pid(path, node, ssh):
     if owner is not None:
         try:
             rc, out, err = await run_argv(legacy_control_argv(path, "check", node, ssh=ssh), timeout=10)
-            found = _MASTER_PID.search(out + err)
-            pid = int(found.group(1)) if rc == 0 and found else None
+            pid = master_pid(out + err) if rc == 0 else None
         except asyncio.TimeoutError:
             pass
         if pid is not None and process_uid(pid) != owner:
@@ -117,7 +113,9 @@ async def release(path, node, spec, port, *, ssh="ssh", log=None):
     try:
         rc, _, err = await run_argv(legacy_control_argv(path, "cancel", node, spec, ssh=ssh), timeout=10)
         if rc != 0 and log:
-            log.warning("Cancelling %s on the original package's ssh master %s: %s", spec, path, err.decode(errors="replace").strip()[-200:])
+            log.warning(
+                "Cancelling %s on the original package's ssh master %s: %s", spec, path, err.decode(errors="replace").strip()[-200:]
+            )
     except asyncio.TimeoutError:
         if log:
             log.warning("Cancelling %s on the original package's ssh master %s timed out", spec, path)

@@ -1,4 +1,5 @@
-"""OpenSSH ControlMasters: pure argv builders, and the manager that runs them.
+"""The OpenSSH backend: pure argv builders and parsers of ssh's answers, the effects that run
+ssh and read what its masters leave (logs, journals, /proc), and :class:`ControlMaster`.
 
 One master process per jump-node identity holds the SSH connection; forwards are added to and
 removed from it with ``ssh -S <socket> -O forward|cancel``, so tunnel traffic moves in ssh's own
@@ -12,11 +13,12 @@ import json
 import os
 import re
 import signal
-import stat
 import time
 
-from ..errors import ForwardError, TunnelError
+from ..errors import ForwardError, TunnelError  # (also imported from here, their old place)
+from .controldir import control_dir  # (also imported from here, its old place)
 from .master import Master
+from .sockets import process_listens
 from .spec import Endpoint, Forward
 
 # ---------------------------------------------------------------- pure builders
@@ -79,20 +81,52 @@ def control_argv(endpoint: Endpoint, control_path, command, forward: Forward = N
     return argv + ["--", endpoint.host]
 
 
-def control_dir(path):
-    """Create (or check) the private directory of the control sockets: ours, 0700, no symlink."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise RuntimeError(f"{path} must be a directory owned by this user")
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        os.chmod(path, 0o700)
-    return path
+def remote_command_argv(endpoint: Endpoint, action, *, ssh="ssh", **options):
+    """``ssh ... -- node <action>``: the original package's server → hub convention, where a
+    forced command on the node starts, checks or stops its own tunnel to the Hub.
+
+    ``action`` is start, status or stop, and nothing follows it: forced-command scripts on jump
+    nodes match these words literally.
+    """
+    if action not in ("start", "status", "stop"):
+        raise ValueError(f"unknown remote action {action!r}")
+    return [ssh, "-T", *connection_options(endpoint, **options), "--", endpoint.host, action]
 
 
-_ALLOCATED_PORT = re.compile(rb"^(\d{1,5})\s*$", re.M)
+# ---------------------------------------------------------------- pure parsers of ssh's answers
+
+_ALLOCATED_PORT = re.compile(rb"^(\d{1,5})\s*$", re.MULTILINE)
 _MASTER_PID = re.compile(rb"pid=(\d+)")
-LOG_MAX_BYTES = 256 * 1024
+
+
+def master_pid(output):
+    """The pid in a master's answer to ``-O check`` (``Master running (pid=N)``), or None."""
+    found = _MASTER_PID.search(output)
+    return int(found.group(1)) if found else None
+
+
+def allocated_port(output):
+    """The port the node allocated, from ssh's answer to ``-O forward -R ...:0:...``, or None."""
+    found = _ALLOCATED_PORT.search(output)
+    return int(found.group(1)) if found else None
+
+
+def last_line(err):
+    """The last non-empty line of ssh's standard error: its reason."""
+    lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "no message from ssh"
+
+
+def journal_data(endpoint, forwards, pid):
+    """The journal of a master (see :func:`read_journal`), as JSON-ready data."""
+    return {
+        "pid": pid,
+        "endpoint": dataclasses.asdict(endpoint),
+        "forwards": [dataclasses.astuple(f) for f in forwards],
+    }
+
+
+# ---------------------------------------------------------------- effects
 
 
 def read_log_tail(path, lines=5):
@@ -181,9 +215,12 @@ def _alive(pid):
     except (OSError, IndexError):
         return False
 
-# ---------------------------------------------------------------- effects
 
-
+def remove_files(*paths):
+    """Remove each of ``paths`` that exists (a directory in their place is left alone)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(path)
 
 
 async def run_argv(argv, timeout=30):
@@ -201,22 +238,17 @@ async def run_argv(argv, timeout=30):
     return proc.returncode, out, err
 
 
-def _last_line(err):
-    lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "no message from ssh"
-
-
 class ControlMaster(Master):
     """One ssh ControlMaster process and the forwards that should exist on it.
 
     The process does not belong to the Hub: it runs in its own session and logs to a file beside
     its control socket (``<socket>.log``), so it keeps serving while the Hub restarts or after the
     Hub was killed. A Hub that starts *adopts* a master that answers on its socket instead of
-    starting another one; the forwards it carries are listed in ``<socket>.forwards``.
+    starting another one; the forwards it carries are listed in its journal, ``<socket>.forwards``.
     """
 
-    def __init__(self, endpoint, control_path, master_args, log, *, ssh="ssh", start_timeout=10):
-        super().__init__(endpoint, master_args, log, start_timeout=start_timeout)  # master_argv's keywords
+    def __init__(self, endpoint, control_path, master_args, log, *, ssh="ssh", start_timeout=10, key=None):
+        super().__init__(endpoint, control_path, master_args, log, ssh=ssh, start_timeout=start_timeout, key=key)
         self.control_path = control_path
         self.log_path = control_path + ".log"
         self.journal_path = control_path + ".forwards"
@@ -224,10 +256,68 @@ class ControlMaster(Master):
         self.process = None  # the ssh process when this Hub started it
         self.pid = None  # its pid, started here or adopted
         self.adopted = False
-        self._exited = None
+        self._exited = None  # completes when the process with that pid exits
         self._queued = []  # (Forward, future) waiting to go to ssh together
         self._flusher = None
 
+    # ---- the masters of an earlier Hub process
+    @classmethod
+    async def adopt_all(cls, directory, master_args, log, *, ssh="ssh", start_timeout=10):
+        """Every master in ``directory`` that has a journal and answers ``-O check``, adopted."""
+        try:
+            directory = control_dir(directory)
+            keys = sorted({name.split(".", 1)[0] for name in os.listdir(directory) if not name.startswith(".")})
+        except OSError as e:  # no adoption then; tunnels are made afresh (never a broken manager)
+            log.error("Cannot read the ssh control directory %s: %s", directory, e)
+            return
+        for key in keys:
+            try:
+                master = await cls._adopt_left(directory, key, master_args, log, ssh=ssh, start_timeout=start_timeout)
+            except Exception:  # one bad entry must not keep the others (or every later tunnel) from working
+                log.exception("Adopting the ssh master %s failed", key)
+                continue
+            if master is not None:
+                yield master
+
+    @classmethod
+    async def _adopt_left(cls, directory, key, master_args, log, **options):
+        """The master of control socket ``key`` if it answers; else None, and what is left of it
+        stopped and removed."""
+        path = os.path.join(directory, key)
+        journal = read_journal(path + ".forwards")
+        if journal is None:
+            # no record of what it is: leave a socket that may still have a master behind it (a
+            # master of ours starting on this path later checks it first), remove the rest
+            remove_files(path + ".forwards.tmp")
+            return None
+        endpoint, forwards, pid = journal
+        master = cls(endpoint, path, master_args, log, key=key, **options)
+        if await master._take_over():
+            master.unclaimed = set(forwards)
+            return master
+        # it does not answer (dead, or hung): never leave a live master without its socket
+        stop_stale_master(pid, path)
+        remove_files(path, path + ".forwards", path + ".forwards.tmp", path + ".log")
+        return None
+
+    async def _take_over(self):
+        """Take over a master that already answers on this socket (started by an earlier Hub
+        process, or one of ours whose Hub-side state was lost); return True if there was one."""
+        if not os.path.exists(self.control_path):
+            return False
+        answer = await self._ask_check()
+        pid = master_pid(answer[1]) if answer is not None and answer[0] == 0 else None
+        if pid is None:
+            return False
+        exited = process_exit(pid)
+        if exited is None:
+            return False
+        self.pid, self.process, self.adopted, self._exited = pid, None, True, exited
+        self.started_at = time.monotonic()
+        self.log.info("ssh master to %s adopted (pid %d)", self.endpoint.describe(), pid)
+        return True
+
+    # ---- the state of the connection
     @property
     def up(self):
         """Started, authenticated and answering (not merely a process that is still connecting)."""
@@ -238,6 +328,7 @@ class ControlMaster(Master):
         return self._exited
 
     def exit_reason(self):
+        """The last line of the master's log, else its exit code."""
         lines = read_log_tail(self.log_path)
         if lines:
             return lines[-1]
@@ -245,46 +336,41 @@ class ControlMaster(Master):
             return f"exit code {self.process.returncode}"
         return "the ssh process ended"
 
+    async def check(self):
+        """Whether the master answers ``-O check`` (a hung one does not, within 10 s)."""
+        if not self.up:
+            return False
+        answer = await self._ask_check()
+        return answer is not None and answer[0] == 0
+
+    async def _ask_check(self):
+        """``-O check``: ``(returncode, what ssh said)``, or None if no answer came within 10 s."""
+        try:
+            rc, out, err = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
+        except asyncio.TimeoutError:
+            return None
+        return rc, out + err
+
+    def listens(self, port):
+        """Whether the ssh process listens on ``port``."""
+        return bool(self.pid) and process_listens(self.pid, port)
+
     # ---- the journal: which forwards this master carries, for the next Hub process
     def save_journal(self):
-        """Write the wanted forwards and the endpoint beside the socket (atomically, 0600)."""
-        data = {
-            "pid": self.pid,
-            "endpoint": dataclasses.asdict(self.endpoint),
-            "forwards": [dataclasses.astuple(f) for f in self.wanted],
-        }
+        """Write the wanted forwards, the endpoint and the pid beside the socket (atomically, 0600)."""
         tmp = f"{self.journal_path}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
+                json.dump(journal_data(self.endpoint, self.wanted, self.pid), f)
             os.replace(tmp, self.journal_path)
         except OSError as e:
             self.log.warning("Could not write %s: %s", self.journal_path, e)
 
-    async def adopt(self):
-        """Take over a master that already answers on this socket (started by an earlier Hub
-        process); return True if there was one."""
-        if not os.path.exists(self.control_path):
-            return False
-        try:
-            rc, out, err = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
-        except asyncio.TimeoutError:
-            return False
-        found = _MASTER_PID.search(out + err)
-        if rc != 0 or not found:
-            return False
-        pid = int(found.group(1))
-        exited = process_exit(pid)
-        if exited is None:
-            return False
-        self.pid, self.process, self.adopted, self._exited = pid, None, True, exited
-        self.started_at = time.monotonic()
-        self.log.info("ssh master to %s adopted (pid %d)", self.endpoint.describe(), pid)
-        return True
-
+    # ---- the process
     async def _start(self):
-        if await self.adopt():
+        """Adopt the master that answers on the socket, else start one and wait until it answers."""
+        if await self._take_over():
             return
         journal = read_journal(self.journal_path)
         if journal is not None:
@@ -317,10 +403,11 @@ class ControlMaster(Master):
                 await asyncio.wait([exit_wait], timeout=0.02)
             raise TunnelError(f"ssh to {self.endpoint.describe()} did not come up within {self.start_timeout}s")
         except BaseException:
-            await self._kill()
+            await self.kill()
             raise
 
-    async def _kill(self):
+    async def kill(self):
+        """SIGKILL the master process, wait for its exit, remove its socket."""
         self.started_at = None
         if self._exited is not None and not self._exited.done() and self.pid:
             with contextlib.suppress(ProcessLookupError):
@@ -329,8 +416,30 @@ class ControlMaster(Master):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)
 
+    def terminate(self):
+        """SIGTERM the master process."""
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def exit(self):
+        """``-O exit`` (SIGKILL after 5 s), then its socket, journal and log are removed."""
+        return self._exit_once(self._exit)
+
+    async def _exit(self):
+        if self.up:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await run_argv(control_argv(self.endpoint, self.control_path, "exit", ssh=self.ssh), 5)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exited), 5)
+        await self.kill()
+        for path in (self.journal_path, self.log_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    # ---- the forwards
     async def add(self, forward: Forward):
-        """Add ``forward``; return the port the far end allocated (remote forwards with port 0).
+        """Add ``forward`` with ``-O forward``.
 
         Local forwards requested at about the same time (many spawns at once) go to ssh together,
         one process start for up to ``BATCH`` of them.
@@ -338,7 +447,7 @@ class ControlMaster(Master):
         self.wanted[forward] = None
         try:
             if forward.kind == "L":
-                await self.ensure_up()
+                await self._start_once(self._start)
                 return await self._add_coalesced(forward)
             return await self._add(forward)
         except BaseException:
@@ -365,9 +474,7 @@ class ControlMaster(Master):
                 forwards = [f for f, _ in batch]
                 error = None
                 try:
-                    rc, _, _ = await run_argv(
-                        control_argv(self.endpoint, self.control_path, "forward", ssh=self.ssh, more=forwards)
-                    )
+                    rc, _, _ = await run_argv(control_argv(self.endpoint, self.control_path, "forward", ssh=self.ssh, more=forwards))
                 except Exception as e:  # e.g. a timeout: every caller of this batch learns it
                     rc, error = None, e
                 for forward, future in batch:
@@ -388,46 +495,39 @@ class ControlMaster(Master):
                 if not future.done():
                     future.set_exception(TunnelError("the forward request was interrupted"))
             if not self._queued:
-                return
+                # nothing left waiting: a cancel of this flush ends it quietly (the callers have
+                # their answers); with requests still queued the cancel propagates
+                return  # noqa: B012
 
     async def _add(self, forward):
-        await self.ensure_up()
+        """One ``-O forward`` call for ``forward``; the allocated port of a remote one with port 0."""
+        await self._start_once(self._start)
         rc, out, err = await run_argv(control_argv(self.endpoint, self.control_path, "forward", forward, ssh=self.ssh))
         if rc != 0:
-            raise ForwardError(f"forward {forward.argument()} via {self.endpoint.describe()} failed: {_last_line(err)}")
+            raise ForwardError(f"forward {forward.argument()} via {self.endpoint.describe()} failed: {last_line(err)}")
         if forward.kind == "R" and forward.listen_port == 0:
-            match = _ALLOCATED_PORT.search(out)
-            if not match:
+            port = allocated_port(out)
+            if port is None:
                 raise TunnelError(f"ssh did not report the port of {forward.argument()}")
-            return self._pin(forward, int(match.group(1)))
+            return self._pin(forward, port)
         return None
 
     async def remove(self, forward: Forward):
-        """Cancel ``forward``; harmless if it is gone or the master is down."""
+        """Cancel ``forward`` with ``-O cancel``."""
         self.wanted.pop(forward, None)
         if not self.up:
             return
         rc, _, err = await run_argv(control_argv(self.endpoint, self.control_path, "cancel", forward, ssh=self.ssh))
         if rc != 0:
-            self.log.warning("cancel of %s via %s: %s", forward.argument(), self.endpoint.describe(), _last_line(err))
-
-    async def check(self):
-        """Whether the master answers ``-O check`` (a hung one does not, within 10 s)."""
-        if not self.up:
-            return False
-        try:
-            rc, _, _ = await run_argv(control_argv(self.endpoint, self.control_path, "check", ssh=self.ssh), 10)
-        except asyncio.TimeoutError:
-            return False
-        return rc == 0
+            self.log.warning("cancel of %s via %s: %s", forward.argument(), self.endpoint.describe(), last_line(err))
 
     async def restore(self, concurrency=8, batch=64):
-        """Bring the master back and re-add every wanted forward; return the forwards that failed.
+        """Bring the master back (adopt or start) and re-add every wanted forward.
 
         Local forwards go ``batch`` to one ssh call (one process start instead of ``batch``); a batch
         that fails is retried forward by forward, so one bad forward does not take others with it.
         """
-        await self.ensure_up()
+        await self._start_once(self._start)
         gate = asyncio.Semaphore(concurrency)
         failed = []
         local = [f for f in self.wanted if f.kind == "L"]
@@ -450,26 +550,3 @@ class ControlMaster(Master):
 
         await asyncio.gather(*(readd_batch(b) for b in batches), *(readd(f) for f in singles))
         return failed
-
-    async def _exit(self):
-        if self.up:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await run_argv(control_argv(self.endpoint, self.control_path, "exit", ssh=self.ssh), 5)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._exited), 5)
-        await self._kill()
-        for path in (self.journal_path, self.log_path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-
-
-def remote_command_argv(endpoint: Endpoint, action, *, ssh="ssh", **options):
-    """``ssh ... -- node <action>``: the original package's server → hub convention, where a
-    forced command on the node starts, checks or stops its own tunnel to the Hub.
-
-    ``action`` is start, status or stop, and nothing follows it: forced-command scripts on jump
-    nodes match these words literally.
-    """
-    if action not in ("start", "status", "stop"):
-        raise ValueError(f"unknown remote action {action!r}")
-    return [ssh, "-T", *connection_options(endpoint, **options), "--", endpoint.host, action]

@@ -7,8 +7,9 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
-from ..addresses import InvalidAddress, validate_host, validate_port
+from ..addresses import InvalidAddress, parse_server_address, validate_host, validate_port
 from ..errors import InvalidSpec, TunnelRequestRefused
 
 # always used with fullmatch: `$` would accept a trailing newline ("Ciphers=aes128-ctr\n")
@@ -24,8 +25,6 @@ ALLOWED_SSH_OPTIONS = frozenset(
         "RekeyLimit", "ServerAliveCountMax", "ServerAliveInterval", "TCPKeepAlive",
     }
 )  # fmt: skip
-
-
 
 
 #: ssh options that configurations of the original package set, and the one config line that
@@ -59,9 +58,7 @@ def validate_options(options):
             instead = LEGACY_OPTION_LINES.get(name)
             if instead:
                 raise InvalidSpec(f"ssh option {name!r} is not taken from ssh options here; use {instead}")
-            raise InvalidSpec(
-                f"ssh option {str(name)[:64]!r} is not allowed; allowed are {', '.join(sorted(ALLOWED_SSH_OPTIONS))}"
-            )
+            raise InvalidSpec(f"ssh option {str(name)[:64]!r} is not allowed; allowed are {', '.join(sorted(ALLOWED_SSH_OPTIONS))}")
         value = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
         if value is None or not _OPTION_VALUE.fullmatch(value):
             raise InvalidSpec(f"ssh option {name} has an invalid value")
@@ -178,8 +175,6 @@ def _bracket(host):
     return f"[{host}]" if ":" in host else host
 
 
-
-
 def _validate_key_path(path):
     if not isinstance(path, str) or not path.startswith("/") or "\0" in path or len(path) > 1024:
         raise InvalidSpec("'ssh_key' must be an absolute path")
@@ -195,44 +190,66 @@ OPTIONAL_TUNNEL_KEYS = {
 }
 
 
-def validate_tunnel_request(body, *, allowed_nodes=(), allowed_keys=()):
-    """Check a SetupTunnel body; return the ``port_forward_info`` fragment to apply.
+@dataclass(frozen=True)
+class TunnelRequest:
+    """A SetupTunnel call, validated once: where the server listens (``host``, ``port``) and the
+    ssh settings the caller may choose (None: not given; see ``setuptunnel_allowed_keys``)."""
 
-    ``service`` (``host:port`` of the server) is required. ``ssh_node`` is accepted only if it
-    matches one of ``allowed_nodes`` (names or shell-style patterns); the keys of
-    :data:`OPTIONAL_TUNNEL_KEYS` only if listed in ``allowed_keys``. Raises
-    :class:`TunnelRequestRefused` for what is not allowed, :class:`InvalidSpec` for what is malformed.
-    """
-    from fnmatch import fnmatchcase
+    host: str
+    port: int
+    ssh_node: str | None = None
+    ssh_port: int | None = None
+    ssh_username: str | None = None
+    ssh_key: str | None = None
+    ssh_forward_options: dict | None = None
 
-    from ..addresses import InvalidAddress, parse_server_address
+    @classmethod
+    def parse(cls, body, *, allowed_nodes=(), allowed_keys=()):
+        """The request in a SetupTunnel body (parsed JSON).
 
-    if not isinstance(body, dict):
-        raise InvalidSpec("the body must be a JSON object")
-    unknown = sorted(set(body) - {"service", "ssh_node"} - set(OPTIONAL_TUNNEL_KEYS))
-    if unknown:
-        raise InvalidSpec(f"unknown field(s): {', '.join(str(k)[:40] for k in unknown)[:200]}")
-    refused = sorted((set(body) & set(OPTIONAL_TUNNEL_KEYS)) - set(allowed_keys))
-    if refused:
-        raise TunnelRequestRefused(
-            f"field(s) {', '.join(refused)} may not be set through this API; an operator allows them with "
-            f"c.ForwardBaseSpawner.setuptunnel_allowed_keys = {refused!r}"
-        )
-    if "service" not in body:
-        raise InvalidSpec("'service' (host:port of the server) is required")
-    try:
-        _, host, port = parse_server_address(body["service"])
-        result = {"service": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"}
-        if "ssh_node" in body:
-            node = validate_host(body["ssh_node"])
-            if not any(fnmatchcase(node, pattern) for pattern in allowed_nodes):
-                raise TunnelRequestRefused(
-                    f"ssh_node {node!r} is not one this Hub may use; an operator allows it with "
-                    f"c.ForwardBaseSpawner.setuptunnel_allowed_nodes = [{node!r}]"
-                )
-            result["ssh_node"] = node
-        for key in set(body) & set(OPTIONAL_TUNNEL_KEYS):
-            result[key] = OPTIONAL_TUNNEL_KEYS[key](body[key])
-    except InvalidAddress as e:
-        raise InvalidSpec(str(e)) from None
-    return result
+        ``service`` (``host:port`` of the server) is required. ``ssh_node`` is accepted only if it
+        matches one of ``allowed_nodes`` (names or shell-style patterns); the keys of
+        :data:`OPTIONAL_TUNNEL_KEYS` only if listed in ``allowed_keys``.
+        Raises :class:`TunnelRequestRefused` for what is not allowed, :class:`InvalidSpec` for what is malformed.
+        """
+        if not isinstance(body, dict):
+            raise InvalidSpec("the body must be a JSON object")
+        unknown = sorted(set(body) - {"service", "ssh_node"} - set(OPTIONAL_TUNNEL_KEYS))
+        if unknown:
+            raise InvalidSpec(f"unknown field(s): {', '.join(str(k)[:40] for k in unknown)[:200]}")
+        refused = sorted((set(body) & set(OPTIONAL_TUNNEL_KEYS)) - set(allowed_keys))
+        if refused:
+            raise TunnelRequestRefused(
+                f"field(s) {', '.join(refused)} may not be set through this API; an operator allows them with "
+                f"c.ForwardBaseSpawner.setuptunnel_allowed_keys = {refused!r}"
+            )
+        if "service" not in body:
+            raise InvalidSpec("'service' (host:port of the server) is required")
+        chosen = {}
+        try:
+            _, host, port = parse_server_address(body["service"])
+            if "ssh_node" in body:
+                node = chosen["ssh_node"] = validate_host(body["ssh_node"])
+                if not any(fnmatchcase(node, pattern) for pattern in allowed_nodes):
+                    raise TunnelRequestRefused(
+                        f"ssh_node {node!r} is not one this Hub may use; an operator allows it with "
+                        f"c.ForwardBaseSpawner.setuptunnel_allowed_nodes = [{node!r}]"
+                    )
+            chosen.update((key, validate(body[key])) for key, validate in OPTIONAL_TUNNEL_KEYS.items() if key in body)
+        except InvalidAddress as e:
+            raise InvalidSpec(str(e)) from None
+        return cls(host, port, **chosen)
+
+    @property
+    def service(self):
+        """``host:port`` (IPv6 in brackets), as ``port_forward_info["service"]`` holds it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def port_forward_info(self):
+        """The ``port_forward_info`` keys this request sets: ``{"service": "host:port", ...}``."""
+        info = {"service": self.service}
+        for key in ("ssh_node", *OPTIONAL_TUNNEL_KEYS):
+            value = getattr(self, key)
+            if value is not None:
+                info[key] = dict(value) if isinstance(value, dict) else value
+        return info

@@ -1,27 +1,28 @@
-"""The Hub's tunnels: one ControlMaster per endpoint, watched and restored without anyone asking.
+"""The Hub's tunnels: one master per endpoint, watched and restored without anyone asking.
 
-A master that exits (the jump node rebooted, its sshd restarted, the process was killed) or stops
-answering ``-O check`` is started again with backoff, and every forward that should exist on it is
-added again. A forward that still cannot be restored after ``restore_attempts`` is reported as
+A master is a connection of an SSH backend (:class:`~.master.Master`: an OpenSSH ControlMaster by
+default). A master that exits (the jump node rebooted, its sshd restarted, the process was killed)
+or stops answering its check is started again with backoff, and every forward that should exist on
+it is added again. A forward that still cannot be restored after ``restore_attempts`` is reported as
 failed, so the owning server's ``poll()`` can say so; the supervisor keeps trying.
 
-Masters outlive the Hub process. A manager that starts adopts the masters it finds in its control
-directory (those that answer ``-O check``), with the forwards their journals list; servers claim
+OpenSSH masters outlive the Hub process. A manager that starts adopts the masters its backend
+finds in the control directory (those that answer), with the forwards they carry; servers claim
 their forwards at their first poll, and after ``adopt_grace`` seconds the forwards nobody claimed
 are cancelled and masters left with nothing exit. At the Hub's exit only idle masters are stopped.
 """
 
 import asyncio
 import atexit
-import contextlib
 import dataclasses
 import os
-import signal
 import time
 import weakref
 
+from ..errors import TunnelError
+from .controldir import control_dir
 from .metrics import ADOPTIONS, FORWARD_SETUP_SECONDS, RESTORES, register_collector
-from .openssh import ControlMaster, TunnelError, control_dir, read_journal, stop_stale_master
+from .openssh import ControlMaster
 from .sockets import process_listens
 
 _ALL_MANAGERS = weakref.WeakSet()
@@ -34,14 +35,14 @@ def _stop_idle_masters_at_exit():
     # masters with nothing to carry (all servers stopped, e.g. cleanup_servers) go with it.
     for manager in list(_ALL_MANAGERS):
         for master in manager.masters.values():
-            pid = getattr(master, "pid", None)
-            if pid and master.up and not master.wanted and not master.unclaimed:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+            if master.up and not master.wanted and not master.unclaimed:
+                master.terminate()
 
 
 class TunnelManager:
-    """All ControlMasters of one Hub, keyed by endpoint, each with a supervising task."""
+    """All masters of one Hub, keyed by endpoint, each with a supervising task.
+
+    ``master_class``: the backend, a :class:`~.master.Master`; only its interface is used here."""
 
     def __init__(self, log, *, directory, master_args, ssh="ssh", start_timeout=10, check_interval=10,
                  restore_attempts=5, idle_timeout=30, master_class=ControlMaster,
@@ -76,56 +77,20 @@ class TunnelManager:
         return asyncio.shield(self._adoption)
 
     async def _adopt_all(self):
-        adopt = getattr(self.master_class, "adopt", None)
-        if adopt is None:  # a backend that lives in the Hub process has nothing to adopt
-            return
         found = []
-        try:
-            directory = control_dir(self.directory)
-            keys = sorted({name.split(".", 1)[0] for name in os.listdir(directory) if not name.startswith(".")})
-        except OSError as e:  # no adoption then; tunnels are made afresh (never a broken manager)
-            self.log.error("Cannot read the ssh control directory %s: %s", self.directory, e)
-            return
-        for key in keys:
-            try:
-                master = await self._adopt_one(directory, key)
-            except Exception:  # one bad entry must not keep the others (or every later tunnel) from working
-                self.log.exception("Adopting the ssh master %s failed", key)
-                continue
-            if master is not None:
-                found.append(master)
+        async for master in self.master_class.adopt_all(
+            self.directory, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout
+        ):
+            self.masters[master.key] = master
+            self._supervise(master)
+            ADOPTIONS.labels(node=master.endpoint.host, outcome="master").inc()
+            found.append(master)
         if found:
             self.log.info(
                 "Adopted %d ssh master(s) of an earlier Hub process with %d forwards; unclaimed forwards are "
                 "cancelled after %ss", len(found), sum(len(m.unclaimed) for m in found), self.adopt_grace,
             )  # fmt: skip
             self._reconcile = asyncio.ensure_future(self._cancel_unclaimed_later())
-
-    async def _adopt_one(self, directory, key):
-        """Adopt the master of control socket ``key`` if it answers; else stop what is left of it."""
-        path = os.path.join(directory, key)
-        journal = read_journal(path + ".forwards")
-        if journal is None:
-            # no record of what it is: leave a socket that may still have a master behind it (a
-            # master of ours starting on this path later checks it first), remove the rest
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                os.unlink(path + ".forwards.tmp")
-            return None
-        endpoint, forwards, pid = journal
-        master = self.master_class(endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout)
-        master.key = key
-        if await master.adopt():
-            master.unclaimed = set(forwards)
-            self.masters[key] = master
-            self._supervise(master)
-            ADOPTIONS.labels(node=endpoint.host, outcome="master").inc()
-            return master
-        # it does not answer (dead, or hung): never leave a live master without its socket
-        stop_stale_master(pid, path)
-        for leftover in (path, path + ".forwards", path + ".forwards.tmp", path + ".log"):
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                os.unlink(leftover)
-        return None
 
     async def _cancel_unclaimed_later(self):
         await asyncio.sleep(self.adopt_grace)
@@ -162,9 +127,8 @@ class TunnelManager:
             if master is None or master.stopping:
                 path = os.path.join(control_dir(self.directory), key)
                 master = self.master_class(
-                    endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout
+                    endpoint, path, self.master_args, self.log, ssh=self.ssh, start_timeout=self.start_timeout, key=key
                 )
-                master.key = key
                 self.masters[key] = master
                 return master
             if len(master.wanted) < self.forwards_per_master:
@@ -223,10 +187,9 @@ class TunnelManager:
         return master is not None and master.endpoint == endpoint and forward in master.wanted
 
     def holds_port(self, port):
-        """Whether one of this Hub's masters (or, for the in-process backend, the Hub itself)
-        listens on ``port``: if something else does, a forward on it must move."""
-        pids = {os.getpid()} | {getattr(m, "pid", None) for m in self.masters.values()}
-        return any(pid and process_listens(pid, port) for pid in pids)
+        """Whether the Hub's own process or one of its masters listens on ``port``: if something
+        else does, a forward on it must move."""
+        return process_listens(os.getpid(), port) or any(m.listens(port) for m in list(self.masters.values()))
 
     def is_failed(self, forward):
         """The reason ``forward`` could not be restored, or None."""
@@ -255,10 +218,10 @@ class TunnelManager:
             else:
                 masters.append(master)
         for master in masters:
-            await master._kill()
+            await master.kill()
         results = await asyncio.gather(*(self._restore(m) for m in masters), return_exceptions=True)
         restored = failed = 0
-        for master, result in zip(masters, results):
+        for master, result in zip(masters, results, strict=True):
             if isinstance(result, Exception):
                 failed += len(master.wanted)
             else:
@@ -270,9 +233,8 @@ class TunnelManager:
         """Up, answering, and listening on the port of every wanted local forward."""
         if not master.up or not await master.check():
             return False
-        pid = getattr(master, "pid", None) or os.getpid()
         ports = [f.listen_port for f in master.wanted if f.kind == "L"]
-        return all(await asyncio.gather(*(asyncio.to_thread(process_listens, pid, p) for p in ports)))
+        return all(await asyncio.gather(*(asyncio.to_thread(master.listens, p) for p in ports)))
 
     # ------------------------------------------------------------ supervision
     def _supervise(self, master):
@@ -290,7 +252,7 @@ class TunnelManager:
                 if not closed.done():
                     if not await master.check():
                         self.log.warning("ssh master to %s does not answer; restarting it", master.endpoint.describe())
-                        await master._kill()
+                        await master.kill()
                     continue
                 if master.stopping or not master.wanted:
                     break
@@ -367,7 +329,7 @@ class TunnelManager:
         watcher = self._supervisors.pop(master.key, None)
         if watcher is not None:
             watcher.cancel()
-            # its ssh -O check may be running: wait until the cancel has ended that process
+            # its check (an ssh process, for OpenSSH) may be running: wait until the cancel has ended it
             await asyncio.gather(watcher, return_exceptions=True)
         exiting = master.exit()  # from here on the exit completes, whoever waits for it
 

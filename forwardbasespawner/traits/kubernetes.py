@@ -195,9 +195,9 @@ class KubernetesTraits(LoggingConfigurable):
         """,
     )
 
-    k8s_api_token = Unicode("", config=True, help="Bearer token for ``k8s_api_host``. Default: \"\".")
+    k8s_api_token = Unicode("", config=True, help='Bearer token for ``k8s_api_host``. Default: "".')
 
-    k8s_api_ca_file = Unicode("", config=True, help="CA bundle for ``k8s_api_host``. Default: \"\" (system).")
+    k8s_api_ca_file = Unicode("", config=True, help='CA bundle for ``k8s_api_host``. Default: "" (system).')
 
     k8s_api_retries = Integer(5, config=True, help="Attempts per API call on 5xx, 429, timeouts, resets. Default: 5.")
 

@@ -42,7 +42,9 @@ async def adv_hub(tmp_path_factory, sshd):
     custom scopes and services of the authorization matrix."""
     directory = tmp_path_factory.mktemp("adv-hub")
     control = f"{directory}/ctl"
-    config = ssh_config(sshd, control, "AdversarialSpawner") + f"""
+    config = (
+        ssh_config(sshd, control, "AdversarialSpawner")
+        + f"""
 c.JupyterHub.spawner_class = "tests.adversarial.spawners.AdversarialSpawner"
 c.AdversarialSpawner.ssh_check_interval = 1
 c.AdversarialSpawner.ssh_restore_attempts = 2
@@ -70,5 +72,6 @@ c.JupyterHub.load_roles += [
     {{"name": "server-admin", "scopes": ["admin:servers"], "services": ["server-admin"]}},
 ]
 """
+    )
     async with running_hub(directory, config) as hub:
         yield hub

@@ -19,7 +19,8 @@ from tests.adversarial.conftest import (
     RESTARTER_TOKEN,
     count,
 )
-from tests.hubharness import processes_with, server_token
+from tests.hubharness import server_token
+from tests.processes import processes_with
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,13 @@ CALLERS = [
     "admin cookie, navigation",
 ]  # fmt: skip
 
-E, T, L, RP, RG = (EVENTS, "GET"), (EVENTS, "POST"), ("/servers", "GET"), ("/recreateforward/127.0.0.1", "POST"), ("/recreateforward/127.0.0.1", "GET")
+E, T, L, RP, RG = (
+    (EVENTS, "GET"),
+    (EVENTS, "POST"),
+    ("/servers", "GET"),
+    ("/recreateforward/127.0.0.1", "POST"),
+    ("/recreateforward/127.0.0.1", "GET"),
+)
 TP = (TUNNEL, "POST")
 P = "policy"  # 403 from the SetupTunnel target policy: the caller *was* authorized
 # expected status per (caller, route); 403 means "not authorized" unless marked P

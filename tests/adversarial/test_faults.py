@@ -12,8 +12,8 @@ import pytest
 from forwardbasespawner.ssh.ports import port_is_free
 from tests.adversarial.conftest import count
 from tests.conftest import ssh_config
-from tests.hubharness import processes_with, running_hub, server_token
-from tests.test_ssh_tunnels import ssh_processes
+from tests.hubharness import running_hub, server_token
+from tests.processes import processes_with, ssh_processes
 
 pytestmark = pytest.mark.slow
 NS = "adv"
@@ -23,7 +23,9 @@ NS = "adv"
 async def hub(tmp_path_factory, sshd, k8s_api):
     directory = tmp_path_factory.mktemp("fault-hub")
     control = f"{directory}/ctl"
-    config = ssh_config(sshd, control, "AdversarialSpawner") + f"""
+    config = (
+        ssh_config(sshd, control, "AdversarialSpawner")
+        + f"""
 c.JupyterHub.spawner_class = "tests.adversarial.spawners.AdversarialSpawner"
 c.AdversarialSpawner.ssh_check_interval = 1
 c.AdversarialSpawner.ssh_restore_attempts = 3
@@ -39,6 +41,7 @@ c.AdversarialSpawner.dns_name_template = "127.0.0.1"
 c.Spawner.poll_interval = 1
 c.Spawner.http_timeout = 6
 """
+    )
     async with running_hub(directory, config) as hub:
         yield hub
 

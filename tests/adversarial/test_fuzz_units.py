@@ -16,24 +16,10 @@ from forwardbasespawner.api.servers import ListServersAPIHandler
 from forwardbasespawner.events import ALLOWED_TAGS, EventLog, is_terminal, sanitise_html
 from forwardbasespawner.k8s.names import DNS1035_LABEL, LABEL_VALUE, label_value, service_name
 from forwardbasespawner.policy import ALWAYS_REFUSED_NETWORKS, key_allowed, log_safe, service_allowed
-from forwardbasespawner.ssh.spec import Endpoint, Forward, InvalidSpec, validate_options, validate_tunnel_request
+from forwardbasespawner.ssh.spec import Endpoint, Forward, InvalidSpec, TunnelRequest, validate_options
+from tests.adversarial.hostile import hostile_text, json_values
 
 FUZZ = settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-
-# the hostile vocabulary: shell metacharacters, option injection, zone ids, newlines, unicode
-# digits and look-alikes (full-width, Arabic-Indic, superscripts, Cyrillic "а", dotless ı)
-HOSTILE = [
-    ";", "|", "&", "$(", "`", "'", '"', "\\", "\n", "\r", "\t", "\x00", " ", "-o", "-oProxyCommand=",
-    "--", "%", "%25", "@", "#", "?", "/", "[", "]", "::", "fd00::1%x@127.0.0.2", "²", "٣", "２", "١٢٧",
-    "а", "ı", "\u2028", "\u202e", "\x1b[31m", "{username}", "..", "../", "/etc/shadow", "*",
-    "touch /tmp/fbs-adversarial-canary", "127.0.0.1", "::1", "localhost", "node1\n", "Ciphers=aes128-ctr\n",
-]  # fmt: skip
-hostile_text = st.one_of(
-    st.text(max_size=80),
-    st.lists(st.sampled_from(HOSTILE) | st.text(max_size=6), max_size=6).map("".join),
-)
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | hostile_text
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(hostile_text, inner, max_size=4), max_leaves=20)
 
 SAFE_HOST = re.compile(r"[A-Za-z0-9.:-]+")
 
@@ -73,10 +59,10 @@ def test_parse_server_address(text):
 @FUZZ
 @given(st.dictionaries(st.sampled_from(["service", "ssh_node", "ssh_port", "ssh_username", "ssh_key",
                                         "ssh_forward_options", "ProxyCommand"]) | hostile_text, json_values, max_size=5))  # fmt: skip
-def test_validate_tunnel_request(body):
+def test_tunnel_request_parse(body):
     keys = ["ssh_port", "ssh_username", "ssh_key", "ssh_forward_options"]
     try:
-        request = validate_tunnel_request(body, allowed_nodes=["*"], allowed_keys=keys)
+        request = TunnelRequest.parse(body, allowed_nodes=["*"], allowed_keys=keys).port_forward_info()
     except InvalidSpec:
         return
     # whatever passed can go on an ssh command line word by word: no blanks, no leading dash
@@ -95,7 +81,7 @@ def test_validate_options(options):
         checked = validate_options(options)
     except InvalidSpec:
         return
-    for name, value in checked:
+    for _name, value in checked:
         assert re.fullmatch(r"[A-Za-z0-9@._,:+=/-]{1,256}", value)
 
 
@@ -189,7 +175,7 @@ def test_event_log_caps_hold_for_any_sequence(events, max_count, max_bytes):
 def test_terminal_flood_stays_within_the_caps():
     """The review's reproduction: 300 terminal + 300 progress events of 4,000 characters."""
     log = EventLog()
-    for i in range(300):
+    for _ in range(300):
         log.append({"progress": 100, "failed": True, "message": "F" * 4000})
         log.append({"progress": 1, "message": "P" * 4000})
     assert len(log) <= 200 and log._bytes <= 256 * 1024
@@ -251,5 +237,5 @@ def test_option_values_with_a_trailing_newline(options):
 
 def test_zone_id_node_refused_by_setuptunnel_even_past_a_pattern():
     with pytest.raises(InvalidSpec) as e:
-        validate_tunnel_request({"service": "127.0.0.1:80", "ssh_node": "fd00::1%x@127.0.0.2"}, allowed_nodes=["fd00:*"])
+        TunnelRequest.parse({"service": "127.0.0.1:80", "ssh_node": "fd00::1%x@127.0.0.2"}, allowed_nodes=["fd00:*"])
     assert "zone" in str(e.value)

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from forwardbasespawner.events import ALLOWED_TAGS
 from forwardbasespawner.ssh.ports import port_is_free
 from tests.adversarial.conftest import CANARY, LISTER_TOKEN, count
-from tests.adversarial.test_fuzz_units import HOSTILE, hostile_text, json_values
-from tests.hubharness import processes_with, server_token
-from tests.test_ssh_tunnels import ssh_processes
+from tests.adversarial.hostile import HOSTILE, hostile_text, json_values
+from tests.hubharness import server_token
+from tests.processes import process_environ, processes_with, ssh_processes
 
 pytestmark = pytest.mark.slow
 SHELL = [f"; touch {CANARY}", f"$(touch {CANARY})", f"`touch {CANARY}`", f"-oProxyCommand=touch {CANARY}",
@@ -159,7 +159,9 @@ async def stop_and_check(hub, user, server, port):
     await hub.wait_stopped(user, server)
 
     async def clean():
-        return processes_with(f"fbs-sim-{user}-{server}-") == [] and port_is_free("127.0.0.1", port) and ssh_processes(hub.control_dir) == []
+        return (
+            processes_with(f"fbs-sim-{user}-{server}-") == [] and port_is_free("127.0.0.1", port) and ssh_processes(hub.control_dir) == []
+        )
 
     await hub.wait_for(clean, timeout=60)
 
@@ -168,7 +170,7 @@ async def test_concurrent_setuptunnel_calls_leave_one_forward_and_nothing_after_
     hub = adv_hub
     token = await pending_later(hub, "rae", "c")
     model = await hub.server_model("rae", "c")
-    backend = json.loads(open(f"/proc/{processes_with('fbs-sim-rae-c-')[0]}/environ", "rb").read().split(b"FBS_SIM_PORT=")[1].split(b"\0")[0])
+    backend = int(process_environ(processes_with("fbs-sim-rae-c-")[0])["FBS_SIM_PORT"])
     services = [f"127.0.0.1:{backend}"] * 6 + [f"127.0.0.1:{p}" for p in (2001, 2002, 2003)] + [f"127.0.0.1:{backend}"]
     results = await asyncio.gather(*(send(hub, "POST", "/users/setuptunnel/rae/c", token, json.dumps({"service": s}).encode())
                                      for s in services))  # fmt: skip

@@ -17,7 +17,7 @@ import pytest
 
 from forwardbasespawner import remote_start
 from forwardbasespawner.remotessh import inline_python_argv, remote_start_source
-from tests.hubharness import processes_with
+from tests.processes import processes_with
 
 # the system's interpreter, not the venv's: it has no JupyterHub. -I: isolated, -S: not even site
 BARE = ["/usr/bin/python3", "-I", "-S"] if os.path.exists("/usr/bin/python3") else [sys.executable, "-I", "-S"]

@@ -21,12 +21,10 @@ import sys
 import uuid
 
 from jupyterhub.utils import random_port
+from processes import process_alive, stop_process_group  # copied beside this module by the test
 from traitlets import Unicode
 
 from forwardbasespawner import ForwardBaseSpawner
-from processes import process_alive, stop_process_group  # copied beside this module by the test
-
-
 
 
 class LegacySimSpawner(ForwardBaseSpawner):

@@ -46,15 +46,13 @@ from datetime import datetime, timezone
 import aiohttp
 from aiohttp import web
 
-from forwardbasespawner.demo.sshhost import free_port
 from tests.processes import process_alive
+from tests.sshd import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER_SCRIPT = os.path.join(HERE, "outpost_server.py")
 CREDENTIALS = ("jupyterhub", "outpost-secret")
 BASIC_AUTH = "Basic " + base64.b64encode(":".join(CREDENTIALS).encode()).decode()
-
-
 
 
 def kube_raw_event(pod, reason, message, type_="Normal"):
@@ -107,7 +105,9 @@ def long_traceback_error(pod):
     })  # fmt: skip
 
     def create_namespaced_pod():
-        raise ApiException(f"(403)\nReason: Forbidden\nHTTP response headers: <CIMultiDictProxy('Audit-Id': '{uuid.uuid4()}')>\nHTTP response body: {body}\n")
+        raise ApiException(
+            f"(403)\nReason: Forbidden\nHTTP response headers: <CIMultiDictProxy('Audit-Id': '{uuid.uuid4()}')>\nHTTP response body: {body}\n"
+        )
 
     def make_pod():
         try:
@@ -199,7 +199,11 @@ class OutpostService:
         return [r for r in self.requests if r["method"] == method and r["name"] == name and (start_id is None or r["start_id"] == start_id)]
 
     def posts_for(self, name, start_id=None, kind=None):
-        return [p for p in self.posts if p["name"] == name and (start_id is None or p["start_id"] == start_id) and (kind is None or p["kind"] == kind)]
+        return [
+            p
+            for p in self.posts
+            if p["name"] == name and (start_id is None or p["start_id"] == start_id) and (kind is None or p["kind"] == kind)
+        ]
 
     def job_for(self, name):
         """The newest job started for server ``name`` (also after it was deleted)."""

@@ -59,9 +59,7 @@ def pip(venv, *args, cwd):
 def run_python(venv, code, cwd, extra_env=None):
     env = clean_env()
     env.update(extra_env or {})
-    return subprocess.run(
-        [os.path.join(venv, "bin", "python"), "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([os.path.join(venv, "bin", "python"), "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def new_venv(path):
@@ -189,7 +187,7 @@ def test_two_copies_guard_after_ignore_installed(two_copies, workdir):
     assert result.returncode != 0, "importing a directory with both packages' files must fail"
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError:"), result.stderr[-3000:]
-    message = result.stderr[result.stderr.rfind("ImportError:"):]
+    message = result.stderr[result.stderr.rfind("ImportError:") :]
     assert_guard_message(message, package)
     # names both: the original's version and ours
     assert "2.1.2" in message and our_version() in message, message
@@ -207,7 +205,7 @@ def test_two_copies_guard_one_stray_file(installed, workdir, original_wheel, tmp
     assert result.returncode != 0, "importing a directory with the original's forward.py must fail"
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError:"), result.stderr[-3000:]
-    assert_guard_message(result.stderr[result.stderr.rfind("ImportError:"):], str(package))
+    assert_guard_message(result.stderr[result.stderr.rfind("ImportError:") :], str(package))
 
 
 def test_clean_copy_imports(installed, workdir, tmp_path):
@@ -215,8 +213,6 @@ def test_clean_copy_imports(installed, workdir, tmp_path):
     source = os.path.join(site_packages(installed, workdir), "forwardbasespawner")
     copy_root = tmp_path / "site"
     shutil.copytree(source, copy_root / "forwardbasespawner", ignore=shutil.ignore_patterns("__pycache__"))
-    result = run_python(
-        installed, "import forwardbasespawner; print(forwardbasespawner.__file__)", workdir, {"PYTHONPATH": str(copy_root)}
-    )
+    result = run_python(installed, "import forwardbasespawner; print(forwardbasespawner.__file__)", workdir, {"PYTHONPATH": str(copy_root)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().startswith(str(copy_root)), result.stdout

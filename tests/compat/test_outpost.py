@@ -17,6 +17,7 @@ import signal
 import pytest
 
 from forwardbasespawner.ssh.ports import port_is_free
+
 try:  # OutpostSpawner 2.2.13 itself needs this (from JupyterHub 6.0 on): on 5.4 it cannot be imported
     from jupyterhub.metrics import ServerSpawnFailureReason  # noqa: F401
 except ImportError:
@@ -25,8 +26,8 @@ except ImportError:
 
 from tests.compat.outpost_service import BASIC_AUTH, OutpostService
 from tests.conftest import ssh_config
-from tests.hubharness import processes_with, running_hub, server_token
-from tests.test_ssh_tunnels import ssh_processes
+from tests.hubharness import running_hub, server_token
+from tests.processes import processes_with, ssh_processes
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,8 @@ async def outpost():
 async def hub(tmp_path_factory, sshd, outpost):
     directory = tmp_path_factory.mktemp("hub")
     control = f"{directory}/ctl"
-    config = f"""
+    config = (
+        f"""
 c.JupyterHub.spawner_class = "outpostspawner.OutpostSpawner"
 c.OutpostSpawner.request_url = {outpost.url!r}
 c.OutpostSpawner.request_headers = {{"Authorization": {BASIC_AUTH!r}}}
@@ -58,9 +60,12 @@ c.OutpostSpawner.start_async = lambda spawner: bool((spawner.user_options or {{}
 c.OutpostSpawner.custom_poll_interval = 1000  # milliseconds, as OutpostSpawner counts
 c.OutpostSpawner.svc_create = False
 c.OutpostSpawner.ssh_during_startup = True
-""" + ssh_config(sshd, control, cls="OutpostSpawner") + f"""
+"""
+        + ssh_config(sshd, control, cls="OutpostSpawner")
+        + f"""
 c.OutpostSpawner.ssh_port = "{sshd.port}"  # old configs give the port as a string
 """
+    )
     async with running_hub(directory, config) as hub:
         yield hub
 
@@ -379,12 +384,16 @@ async def test_hub_restart_with_a_running_server(hub, outpost, no_leaks):
     polls_before = len(outpost.requests_for("GET", "h", job.start_id))
     model = await hub.wait_ready("gus", "h")
     await eventually(lambda: answers_through_proxy(hub, "gus", "h", job), timeout=30, what="the server to answer through the proxy")
-    await eventually(lambda: len(outpost.requests_for("GET", "h", job.start_id)) > polls_before, timeout=20, what="a poll after the restart")
+    await eventually(
+        lambda: len(outpost.requests_for("GET", "h", job.start_id)) > polls_before, timeout=20, what="a poll after the restart"
+    )
     assert all(r["status"] == 200 for r in outpost.requests_for("GET", "h", job.start_id))
     model = await hub.server_model("gus", "h")
     assert model["ready"] and not model["pending"]
 
-    status, reply = await hub.request("POST", "/users/progress/events/gus/h", token=token, body={"progress": 100, "message": "still here after the restart"})
+    status, reply = await hub.request(
+        "POST", "/users/progress/events/gus/h", token=token, body={"progress": 100, "message": "still here after the restart"}
+    )
     assert 200 <= status < 300, (status, reply)
 
     await stop(hub, "gus", "h")

@@ -21,8 +21,8 @@ import pytest
 from forwardbasespawner.ssh.ports import port_is_free
 from tests.compat.unicore_service import UnicoreStandIn
 from tests.conftest import ssh_config
-from tests.hubharness import processes_with, running_hub
-from tests.test_ssh_tunnels import ssh_processes
+from tests.hubharness import running_hub
+from tests.processes import processes_with, ssh_processes
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,9 @@ async def unicore(tmp_path_factory):
 async def hub(tmp_path_factory, sshd, unicore):
     directory = tmp_path_factory.mktemp("hub")
     control = f"{directory}/ctl"
-    config = ssh_config(sshd, control, "UnicoreSpawner") + f"""
+    config = (
+        ssh_config(sshd, control, "UnicoreSpawner")
+        + f"""
 import json
 from pyunicore.credentials import UsernamePassword
 from unicorespawner import UnicoreSpawner
@@ -95,6 +97,7 @@ c.Spawner.poll_interval = 1
 c.Spawner.http_timeout = 60
 c.Spawner.start_timeout = 60
 """
+    )
     async with running_hub(directory, config) as hub:
         yield hub
 

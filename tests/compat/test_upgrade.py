@@ -30,8 +30,9 @@ import tempfile
 import aiohttp
 import pytest
 
-from tests.hubharness import Hub, processes_with
+from tests.hubharness import Hub
 from tests.probing import Prober
+from tests.processes import process_environ, processes, processes_with
 
 pytestmark = pytest.mark.slow
 
@@ -77,8 +78,10 @@ def ssh_files(sshd):
         try:
             pwd.getpwuid(SSH_UID)
         except KeyError:
-            pytest.fail(f"uid {SSH_UID} has no passwd entry: the original's ssh runs as uid {SSH_UID}; "
-                        f"`make test` creates one (.ci/system-deps test)")
+            pytest.fail(
+                f"uid {SSH_UID} has no passwd entry: the original's ssh runs as uid {SSH_UID}; "
+                f"`make test` creates one (.ci/system-deps test)"
+            )
     directory = tempfile.mkdtemp(prefix="fbs-legacy-ssh-")
     try:
         key = os.path.join(directory, "id_ed25519")
@@ -128,19 +131,12 @@ def db_states(hub):
     con = sqlite3.connect(os.path.join(hub.dir, "jupyterhub.sqlite"))
     try:
         rows = con.execute(
-            "select users.name, spawners.name, spawners.state, spawners.server_id "
-            "from spawners join users on spawners.user_id = users.id"
+            "select users.name, spawners.name, spawners.state, spawners.server_id from spawners join users on spawners.user_id = users.id"
         ).fetchall()
     finally:
         con.close()
     return {(user, server or ""): {"state": json.loads(state) if state else {}, "server_id": sid}
             for user, server, state, sid in rows}  # fmt: skip
-
-
-def process_env(pid):
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        return {k.decode(): v.decode() for k, v in
-                (item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)}  # fmt: skip
 
 
 def server_process(user, server):
@@ -150,38 +146,13 @@ def server_process(user, server):
 
 
 def ssh_clients(port):
-    """PIDs of live ssh client processes that connect to the sshd on ``port`` (ours and the
-    original's: ``-p PORT`` / ``-oPort=PORT``)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "ssh":
-                    continue
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().decode(errors="replace").split("\0")
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if str(port) in args or f"-oPort={port}" in args or any(a == f"Port={port}" for a in args):
-            found.append(int(pid))
-    return found
+    """Live ssh client processes (:class:`tests.processes.Process`) that connect to the sshd on
+    ``port`` (ours and the original's: ``-p PORT`` / ``-oPort=PORT``)."""
+    return processes(lambda p: p.name == "ssh" and any(a in p.argv for a in (str(port), f"-oPort={port}", f"Port={port}")))
 
 
 def original_masters():
-    return [pid for pid in processes_with(f"ControlPath={ORIGINAL_CONTROL_PATH}") if _comm(pid) == "ssh"]
-
-
-def _comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return [p.pid for p in processes(lambda p: p.name == "ssh" and f"ControlPath={ORIGINAL_CONTROL_PATH}" in p.cmdline)]
 
 
 def listening_ports(ports):
@@ -315,7 +286,7 @@ async def test_upgrade_in_place(master, original_venv, sshd, ssh_files, tmp_path
         # ---- the remote processes' tokens (JupyterHub's token records, made by the original) work
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             for user, server in TUNNELLED + [DELAYED]:
-                env = process_env(server_process(user, server))
+                env = process_environ(server_process(user, server))
                 token = env["JUPYTERHUB_API_TOKEN"]
                 async with session.get(f"{hub.api}/user", headers={"Authorization": f"token {token}"}) as r:
                     assert r.status == 200, f"JupyterHub refuses {user}/{server}'s token: {r.status} {await r.text()}"
@@ -346,18 +317,14 @@ async def test_upgrade_in_place(master, original_venv, sshd, ssh_files, tmp_path
             await hub.wait_stopped(user, server)
 
         async def nothing_left():
-            return not (
-                any(processes_with(f"fbs-legacy-{u}-") for u in users)
-                or ssh_clients(sshd.port)
-                or listening_ports(forward_ports)
-            )
+            return not (any(processes_with(f"fbs-legacy-{u}-") for u in users) or ssh_clients(sshd.port) or listening_ports(forward_ports))
 
         try:
             await hub.wait_for(nothing_left, timeout=45, interval=0.5)  # an idle master may linger a while
         except AssertionError:
             left = {
                 "server processes": [p for u in users for p in processes_with(f"fbs-legacy-{u}-")],
-                "ssh processes": {p: _cmdline(p) for p in ssh_clients(sshd.port)},
+                "ssh processes": {p.pid: " ".join(p.argv) for p in ssh_clients(sshd.port)},
                 "listening forward ports": sorted(listening_ports(forward_ports)),
             }
             raise AssertionError(f"left behind after stopping every server: {left}\n{hub.log_tail()}") from None
@@ -368,15 +335,7 @@ async def test_upgrade_in_place(master, original_venv, sshd, ssh_files, tmp_path
         await hub.close()
         # everything this test started, directly or through its Hubs, by PID
         kill_pids([p for u in users for p in processes_with(f"fbs-legacy-{u}-")])
-        kill_pids(ssh_clients(sshd.port))
+        kill_pids([p.pid for p in ssh_clients(sshd.port)])
         if os.path.lexists(ORIGINAL_CONTROL_PATH) and not original_masters():
             os.unlink(ORIGINAL_CONTROL_PATH)
         wait_file.touch()
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""

@@ -23,6 +23,7 @@ from traitlets import Callable, Container, Dict, Enum, Union
 
 logger = logging.getLogger(__name__)
 
+
 def own_traits():
     """``{name: (trait, configured class path)}`` of every config trait our classes add: those of
     ForwardBaseSpawner (with its mixins) that JupyterHub's Spawner does not have, and those
