@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import ssh_config
 from tests.hubharness import running_hub
 from tests.probing import Prober
-from tests.processes import processes_with, ssh_processes
+from tests.processes import process_alive, processes_with, ssh_processes
 
 pytestmark = pytest.mark.slow
 SERVERS = [(f"rs{i}", "") for i in range(5)] + [(f"rs{i}", "second") for i in range(5)]
@@ -65,10 +65,17 @@ async def servers(hub):
     assert not leaked, leaked
 
 
-def wipe_like_a_new_container(hub):
+async def wipe_like_a_new_container(hub):
     hub.kill_hub()
-    for pid in ssh_processes(hub.control_dir):
+    masters = ssh_processes(hub.control_dir)
+    for pid in masters:
         os.kill(pid, signal.SIGKILL)
+    # gone with the container: their listening ports are free once they have exited (a kill
+    # returns before that; binding a forward's port at once raced it)
+    for _ in range(100):
+        if not any(process_alive(pid) for pid in masters):
+            break
+        await asyncio.sleep(0.05)
     shutil.rmtree(hub.control_dir, ignore_errors=True)
 
 
@@ -86,7 +93,7 @@ async def test_servers_stay_reachable_across_a_hub_restart(hub, servers, kind):
         elif kind == "sigkill":
             hub.kill_hub()
         else:
-            wipe_like_a_new_container(hub)
+            await wipe_like_a_new_container(hub)
         await asyncio.sleep(1)
         prober.phase = "hub starting"
         await hub.start_hub()
@@ -124,7 +131,7 @@ async def test_a_port_taken_at_restore_moves_the_forward_and_keeps_the_url(hub, 
     old_port = model["state"]["custom_port"]
     prober = Prober(hub, {(user, ""): marker(user, "")})
     # the tunnels go (a new container) and another process takes the forward's port meanwhile
-    wipe_like_a_new_container(hub)
+    await wipe_like_a_new_container(hub)
     foreign = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", old_port)
     try:
         await hub.start_hub()
