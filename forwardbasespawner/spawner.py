@@ -65,7 +65,9 @@ class ForwardBaseSpawner(
     and the state kept across Hub restarts.
     """
 
-    # -------------------------------------------------------------- lifecycle hooks
+    # The configuration is declared in forwardbasespawner.traits (one class per topic, above);
+    # how the Hub reaches this server and what of it is open is ``self.connection``.
+
     # -------------------------------------------------------------- instance state
     # Not config: read and written by subclasses (see the subclass contract in the docs).
     start_id = ""
