@@ -19,7 +19,7 @@ from .asyncssh import AsyncsshMaster
 from .controldir import default_control_dir  # noqa: F401 (its old import place)
 from .openssh import ControlMaster
 from .ports import allocate_port
-from .registry import shared_manager, tunnel_managers
+from .registry import shared_manager
 from .server_tunnel import HubTunnel, LegacyForward, ServerTunnel
 from .spec import Endpoint, split_original_options
 from .supervisor import TunnelManager
@@ -45,11 +45,6 @@ class SSHTunnels(LoggingConfigurable):
     :class:`~forwardbasespawner.traits.server_to_hub.RemoteForwardTraits`)."""
 
     # ------------------------------------------------------------ the manager and the endpoints
-    @staticmethod
-    def tunnel_managers():
-        """Every TunnelManager of the running event loop."""
-        return tunnel_managers()
-
     def tunnel_manager(self):
         """The Hub's shared :class:`TunnelManager` (one per event loop, control directory and backend)."""
         return shared_manager(
