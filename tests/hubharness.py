@@ -230,11 +230,22 @@ class Hub:
         return await self.wait_for(stopped)
 
     async def progress_events(self, name, server="", token=None, on_open=None):
-        """Read the real progress EventStream of a server until it ends; return its events."""
+        """Read the real progress EventStream of a server until it ends; return its events.
+
+        JupyterHub answers 400 "is not starting" while it cleans up after a start that failed:
+        ``User.stop()`` clears the pending flag before the spawn's outcome is set, for any spawner
+        (a window of a few milliseconds, in JupyterHub 5.4 and 6.x alike). A browser that asks
+        then sees the same; the stream is asked again until the Hub knows the outcome."""
         path = f"/users/{name}/servers/{server}/progress"
         headers = {"Authorization": f"token {token or self.admin_token}"}
         events = []
-        async with self.session.get(f"{self.api}{path}", headers=headers) as r:
+        for _ in range(100):
+            r = await self.session.get(f"{self.api}{path}", headers=headers)
+            if r.status != 400 or "is not starting" not in await r.text():
+                break
+            r.release()
+            await asyncio.sleep(0.05)
+        async with r:
             assert r.status == 200, await r.text()
             if on_open:
                 await on_open()
