@@ -185,7 +185,7 @@ class ConnectionSteps(LoggingConfigurable):
         """If another process listens on this server's forward port, move the forward to a fresh
         port and point the route (Service, proxy) there: the user's URL keeps working. Returns
         whether it moved."""
-        if not tunnel.port_taken_by_another(self.port):
+        if not await tunnel.port_taken_by_another(self.port):
             return False
         port = await tunnel.move(self.port, lambda: not self._stopped_meanwhile())
         if port is None:

@@ -363,7 +363,10 @@ class ForwardBaseSpawner(
             return None
         status = await self._poll() if decision is True else decision
         if status is not None and self.start_id:
-            self.log.info("Server %s ended by itself (status %s); cleaning up", self._log_id, status)
+            if self._start_failed or self._start_cancelled:  # JupyterHub's poll before its stop
+                self.log.info("Cleaning up after the unfinished start of %s (status %s)", self._log_id, status)
+            else:
+                self.log.info("Server %s ended by itself (status %s); cleaning up", self._log_id, status)
             await self._end_by_itself(status, f"The server has stopped (exit status {status}).")
         return status
 

@@ -4,6 +4,8 @@ import asyncio
 import logging
 import os
 import signal
+import sys
+import threading
 
 import pytest
 
@@ -20,6 +22,7 @@ from forwardbasespawner.ssh.openssh import (
     run_argv,
 )
 from forwardbasespawner.ssh.ports import allocate_port, port_is_free
+from forwardbasespawner.ssh.server_tunnel import ServerTunnel
 from forwardbasespawner.ssh.spec import Endpoint, Forward
 from forwardbasespawner.ssh.supervisor import TunnelManager
 from tests.processes import ssh_processes
@@ -134,6 +137,40 @@ async def test_forward_carries_traffic_and_leaves_nothing(manager, sshd, backend
     await manager.remove(endpoint_of(sshd), forward)
     await eventually(lambda: asyncio.sleep(0, port_is_free("127.0.0.1", port)))
     await eventually(lambda: asyncio.sleep(0, not ssh_processes(manager.directory)))
+
+
+async def test_a_port_is_taken_by_another_only_if_no_master_of_ours_holds_it(manager, sshd, backend, monkeypatch):
+    """A forward that could not be restored moves only if another process listens on its port;
+    the listeners' owners are read from /proc off the Hub's event loop."""
+    threads = []
+    holds_port = manager.holds_port
+    monkeypatch.setattr(manager, "holds_port", lambda port: threads.append(threading.current_thread()) or holds_port(port))
+    tunnel = ServerTunnel(manager, endpoint_of(sshd), bind_host="127.0.0.1", target=("127.0.0.1", backend), name="u:s", log=log)
+    port = await tunnel.open(allocate_port())
+    assert await tunnel.port_taken_by_another(port) is False  # our master (or the Hub itself) holds it
+    other = allocate_port()
+    listener = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LISTEN_AND_WAIT, str(other), stdout=asyncio.subprocess.PIPE
+    )  # fmt: skip
+    try:
+        await listener.stdout.readline()
+        assert await tunnel.port_taken_by_another(other) is True
+    finally:
+        listener.kill()
+        await listener.wait()
+    assert await tunnel.port_taken_by_another(allocate_port()) is False  # nobody listens
+    assert len(threads) == 2 and threading.main_thread() not in threads
+    await tunnel.close(port)
+
+
+LISTEN_AND_WAIT = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+print("listening", flush=True)
+time.sleep(60)
+"""
 
 
 async def test_fifty_concurrent_forwards_share_one_master(manager, sshd, backend):

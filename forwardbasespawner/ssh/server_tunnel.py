@@ -66,9 +66,12 @@ class ServerTunnel:
     def is_up(self, port):
         return self.wanted(port) and not self.failure(port)
 
-    def port_taken_by_another(self, port):
-        """Whether a process that is not one of the Hub's masters listens on ``port``."""
-        return not port_is_free(self.bind_host, port) and not self.manager.holds_port(port)
+    async def port_taken_by_another(self, port):
+        """Whether a process that is not one of the Hub's masters listens on ``port``. The
+        listeners' owners are read from /proc in a thread, off the Hub's event loop."""
+        if port_is_free(self.bind_host, port):
+            return False
+        return not await asyncio.to_thread(self.manager.holds_port, port)
 
     async def move(self, port, still_wanted):
         """Move the forward from ``port`` (taken by another process) to a fresh port; return the

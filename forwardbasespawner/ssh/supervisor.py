@@ -188,7 +188,7 @@ class TunnelManager:
 
     def holds_port(self, port):
         """Whether the Hub's own process or one of its masters listens on ``port``: if something
-        else does, a forward on it must move."""
+        else does, a forward on it must move. Blocking (reads /proc): call it in a thread."""
         return process_listens(os.getpid(), port) or any(m.listens(port) for m in list(self.masters.values()))
 
     def is_failed(self, forward):
