@@ -131,7 +131,32 @@ def alive(pid):
         return True
 
 
+def group_alive(pgid):
+    """Whether a process of the group ``pgid`` still runs: the server too, not only the
+    supervisor that leads the group (zombies do not count where /proc tells)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return True
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
 def stop(pid):
+    """SIGTERM the server's process group, SIGKILL it after 5 s; 0 once no process of it runs."""
     for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 2)):
         try:
             os.killpg(pid, sig)
@@ -139,10 +164,10 @@ def stop(pid):
             return 0
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not alive(pid):
+            if not group_alive(pid):
                 return 0
             time.sleep(0.1)
-    return 0 if not alive(pid) else 1
+    return 0 if not group_alive(pid) else 1
 
 
 def main(argv):

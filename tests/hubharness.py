@@ -105,6 +105,7 @@ class Hub:
         else:
             pythonpath = self.pythonpath
         env = {**os.environ, "PYTHONPATH": pythonpath}
+        log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         self.hub = subprocess.Popen(
             [self.python, "-m", "jupyterhub", "-f", "jupyterhub_config.py"] + (["--debug"] if self.debug else []),
             cwd=self.dir,
@@ -118,12 +119,19 @@ class Hub:
                 raise RuntimeError(f"the Hub exited with {self.hub.returncode}:\n{self.log_tail()}")
             try:
                 async with self.session.get(f"{self.api}/", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
+                    # JupyterHub answers before it has checked the proxy's routes and installed its
+                    # SIGTERM handler; it says "now running" after both
+                    if r.status == 200 and self._logged_since(log_start, "JupyterHub is now running"):
                         return
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass
             await asyncio.sleep(0.1)
         raise RuntimeError(f"the Hub did not come up:\n{self.log_tail()}")
+
+    def _logged_since(self, offset, text):
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return text.encode() in f.read()
 
     async def stop_hub(self):
         if self.hub and self.hub.poll() is None:

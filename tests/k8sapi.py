@@ -3,7 +3,8 @@
 Every body is validated against the schemas of a real Kubernetes release (kubernetes-validate);
 names are checked as DNS-1035 labels, which the schemas do not do. Answers carry the status codes
 and Status bodies of the real API server. ``faults`` injects 500s, 429s, slow answers and
-connection resets, one per request in order; ``latency`` delays every answer.
+connection resets, one per request in order (or per request of a ``method``): a delayed request is
+carried out after the client gave up, as a real API server may; ``latency`` delays every answer.
 """
 
 import asyncio
@@ -59,6 +60,8 @@ class KubernetesAPI:
         self.faults = []
         self.latency = 0.0
         self.calls = []  # (method, path) of every request
+        self.history = []  # ("created" | "deleted", namespace, name, uid), in the order carried out
+        self.in_flight = 0  # requests being worked on (a delayed one goes on after its client gave up)
         self.runner = None
         self.port = None
 
@@ -96,12 +99,30 @@ class KubernetesAPI:
         if request.path.startswith("/_test/"):
             return await handler(request)
         self.calls.append((request.method, request.path))
+        self.in_flight += 1
+        try:
+            return await self._answer(request, handler)
+        finally:
+            self.in_flight -= 1
+
+    async def settled(self, timeout=30):
+        """Wait until no request is being worked on (delayed ones included)."""
+        for _ in range(int(timeout / 0.05)):
+            if not self.in_flight:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.in_flight} requests still in flight after {timeout}s")
+
+    async def _answer(self, request, handler):
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return status(401, "Unauthorized", "Unauthorized")
+        await request.read()  # as the real API server: the whole request is in before it is worked on
         if self.latency:
             await asyncio.sleep(self.latency)
-        if self.faults:
-            fault = self.faults.pop(0)
+        # the first fault meant for this request (a fault with "method" waits for one of that method)
+        fault = next((f for f in self.faults if f.get("method", request.method) == request.method), None)
+        if fault is not None:
+            self.faults.remove(fault)
             if fault.get("delay"):
                 await asyncio.sleep(fault["delay"])
             if fault.get("reset"):
@@ -164,6 +185,7 @@ class KubernetesAPI:
         if (namespace, name) in self.services:
             return status(409, "AlreadyExists", f'services "{name}" already exists', name)
         self.services[namespace, name] = obj = self._stored(body, namespace)
+        self.history.append(("created", namespace, name, obj["metadata"]["uid"]))
         return web.json_response(obj, status=201)
 
     async def list(self, request):
@@ -228,6 +250,7 @@ class KubernetesAPI:
                 return status(409, "Conflict", f"Precondition failed: UID in precondition: {wanted}, UID in object meta: "
                               f"{self.services[key]['metadata']['uid']}", key[1])  # fmt: skip
         obj = self.services.pop(key)
+        self.history.append(("deleted", *key, obj["metadata"]["uid"]))
         return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                   "details": {"name": key[1], "kind": "services", "uid": obj["metadata"]["uid"]}})  # fmt: skip
 

@@ -54,7 +54,8 @@ class Prober:
             self.last_answer[key] = now
 
     async def _run(self):
-        timeout = aiohttp.ClientTimeout(total=3)
+        # a slow answer on a loaded machine is no outage; a refused connection or a 503 fails at once
+        timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
             while True:
                 round_start = time.monotonic()

@@ -61,6 +61,14 @@ def ssh_processes(marker):
     return [p.pid for p in processes(lambda p: p.argv and p.argv[0].endswith("ssh") and any(marker in a for a in p.argv))]
 
 
+def ssh_masters(marker):
+    """PIDs of live ssh ControlMasters (``ssh -M``) with ``marker`` in an argument: unlike
+    :func:`ssh_processes`, never the short-lived ``ssh -O check`` clients of their supervision."""
+    return [
+        p.pid for p in processes(lambda p: p.argv and p.argv[0].endswith("ssh") and "-M" in p.argv and any(marker in a for a in p.argv))
+    ]
+
+
 def process_environ(pid):
     """The environment ``pid`` was started with."""
     with open(f"/proc/{pid}/environ", "rb") as f:

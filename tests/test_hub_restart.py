@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import ssh_config
 from tests.hubharness import running_hub
 from tests.probing import Prober
-from tests.processes import process_alive, processes_with, ssh_processes
+from tests.processes import process_alive, processes_with, ssh_masters, ssh_processes
 
 pytestmark = pytest.mark.slow
 SERVERS = [(f"rs{i}", "") for i in range(5)] + [(f"rs{i}", "second") for i in range(5)]
@@ -81,7 +81,7 @@ async def wipe_like_a_new_container(hub):
 
 @pytest.mark.parametrize("kind", ["sigterm", "sigkill", "container"])
 async def test_servers_stay_reachable_across_a_hub_restart(hub, servers, kind):
-    masters_before = ssh_processes(hub.control_dir)
+    masters_before = ssh_masters(hub.control_dir)
     assert len(masters_before) == 1  # one node, one master
     prober = Prober(hub, servers)
     prober.start()
@@ -115,7 +115,7 @@ async def test_servers_stay_reachable_across_a_hub_restart(hub, servers, kind):
     else:
         assert not prober.failures, f"a server did not answer while the Hub restarted: {prober.summary()}"
     # exactly one master for the node, adopted (the same process) unless the container went away
-    masters_after = ssh_processes(hub.control_dir)
+    masters_after = ssh_masters(hub.control_dir)
     assert len(masters_after) == 1, masters_after
     if kind != "container":
         assert masters_after == masters_before

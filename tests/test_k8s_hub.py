@@ -112,6 +112,32 @@ async def test_hub_stays_responsive_while_the_api_is_slow(hub, k8s_api, no_leaks
         k8s_api.latency = 0
     await hub.wait_ready("di", "s")
     await stop(hub, "di", "s")
+    # creates the Hub gave up on are carried out late; none leaves a Service behind
+    await k8s_api.settled()
+    await hub.wait_for(lambda: asyncio.sleep(0, ours(k8s_api) == {}))
+
+
+async def test_a_create_the_api_server_carries_out_after_the_stop_leaves_no_service(hub, k8s_api, no_leaks):
+    """The Hub gives up on a slow create and retries; the API server still carries out the first
+    one, after the server has stopped and its Service was deleted: that Service is removed too."""
+    no_leaks.append("fbs-sim-fay-")
+    k8s_api.faults[:] = [{"method": "POST", "delay": 4}]  # the first create waits 4 s; the Hub waits 1 s
+    await hub.spawn("fay", "l")
+    await hub.wait_ready("fay", "l")
+    (name,) = ours(k8s_api)
+    await stop(hub, "fay", "l")
+    assert name not in ours(k8s_api)
+
+    def carried_out():
+        return [(what, uid) for what, ns, n, uid in k8s_api.history if (ns, n) == (NS, name)]
+
+    # the create the Hub gave up on lands after the stop's delete ...
+    await hub.wait_for(lambda: asyncio.sleep(0, [what for what, _ in carried_out()][:3] == ["created", "deleted", "created"]))
+    late_uid = carried_out()[2][1]
+    # ... and is deleted: that very object, by the watch for late creates
+    await hub.wait_for(lambda: asyncio.sleep(0, ("deleted", late_uid) in carried_out()), timeout=30)
+    assert name not in ours(k8s_api)
+    assert not k8s_api.faults
 
 
 async def test_restart_cleans_strays_and_recreates_missing(hub, k8s_api, no_leaks):

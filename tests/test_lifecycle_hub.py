@@ -71,12 +71,16 @@ async def test_cancel_during_start_ends_quickly_and_leaves_nothing(hub, no_leaks
     no_leaks.append("fbs-sim-carol-c1-")
     await hub.request("POST", "/users/carol")
     await spawn(hub, "carol", "c1", {"start_delay": 120})
-    stream = asyncio.ensure_future(hub.progress_events("carol", "c1"))
     # the remote process runs while _start() still waits (a slow batch queue)
     await hub.wait_for(lambda: asyncio.sleep(0, processes_with("fbs-sim-carol-c1-")))
-    status, _ = await hub.request("DELETE", "/users/carol/servers/c1")
-    assert status == 204, "the cancel was not finished inside JupyterHub's window"
-    events = await asyncio.wait_for(stream, 10)
+    answers = []
+
+    async def cancel():  # with the progress stream open, as the spawn page has it
+        status, _ = await hub.request("DELETE", "/users/carol/servers/c1")
+        answers.append(status)
+
+    events = await asyncio.wait_for(hub.progress_events("carol", "c1", on_open=cancel), 10)
+    assert answers == [204], "the cancel was not finished inside JupyterHub's window"
     assert events[-1]["failed"] is True
     assert any("cancel" in e.get("message", "").lower() for e in events if e.get("failed"))
     status, reply = await hub.request("GET", "/users/progress/events/carol/c1")

@@ -19,11 +19,12 @@ def node_script(tmp_path, sshd):
         "#!/bin/sh\n"
         f'echo "$SSH_ORIGINAL_COMMAND" >> {calls}\n'
         f'case "$SSH_ORIGINAL_COMMAND" in start) sleep $(cat {tmp_path}/delay); echo "no route to the hub" >&2; exit $(cat {tmp_path}/code);;\n'
-        f"  status) exit $(cat {tmp_path}/code);; esac\n"
+        f"  status) sleep $(cat {tmp_path}/status-delay); exit $(cat {tmp_path}/code);; esac\n"
     )
     script.chmod(0o755)
     (tmp_path / "code").write_text("217")
     (tmp_path / "delay").write_text("0")
+    (tmp_path / "status-delay").write_text("0")
     key = sshd.add_forced_command_key(f"forced-{tmp_path.name}", str(script))
     return key, calls, tmp_path / "code"
 
@@ -52,9 +53,22 @@ async def test_a_start_that_does_not_answer_in_time_is_followed_by_status(sshd, 
     key, calls, _ = node_script
     (tmp_path / "delay").write_text("30")
     spawner = spawner_for(sshd, key)
-    spawner.ssh_remote_command_timeout = 1
+    spawner.ssh_remote_command_timeout = 5  # 'status' gets as long: a whole ssh login on a loaded machine
     await spawner.start()  # status answers 217: the tunnel is up
     assert calls.read_text().splitlines() == ["start", "status"]
+    await spawner.stop()
+
+
+async def test_a_start_and_a_status_that_both_hang_fail_the_start_with_a_plain_reason(sshd, node_script, tmp_path):
+    key, calls, _ = node_script
+    (tmp_path / "delay").write_text("30")
+    (tmp_path / "status-delay").write_text("30")
+    spawner = spawner_for(sshd, key)
+    spawner.ssh_remote_command_timeout = 2
+    with pytest.raises(TunnelError, match="neither 'start' nor 'status'"):
+        await spawner.start()
+    assert calls.read_text().splitlines() == ["start", "status"]
+    assert spawner.events[-1].get("failed") and "Traceback" not in spawner.events[-1]["message"]
     await spawner.stop()
 
 

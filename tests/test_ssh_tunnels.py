@@ -25,7 +25,7 @@ from forwardbasespawner.ssh.ports import allocate_port, port_is_free
 from forwardbasespawner.ssh.server_tunnel import ServerTunnel
 from forwardbasespawner.ssh.spec import Endpoint, Forward
 from forwardbasespawner.ssh.supervisor import TunnelManager
-from tests.processes import ssh_processes
+from tests.processes import ssh_masters, ssh_processes
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger("test-ssh")
@@ -60,6 +60,8 @@ async def manager(request, tmp_path, sshd):
     yield manager
     await manager.close()
     assert ssh_processes(directory) == [], "an ssh process outlived the manager"
+    # the node's side of each connection ends a moment after ours: the next test counts sessions
+    await eventually(lambda: asyncio.sleep(0, not sshd.session_pids()))
     assert os.listdir(directory) == [] if os.path.isdir(directory) else True, "a control socket was left"
 
 
@@ -190,7 +192,7 @@ async def test_killed_master_comes_back_with_its_forwards(manager, sshd, backend
     for p in ports:
         await manager.add(endpoint, Forward("L", "127.0.0.1", p, "127.0.0.1", backend))
     # kill the connection: the ssh client process, or (asyncssh) the node's side of the session
-    victim = ssh_processes(manager.directory) if manager.backend == "openssh" else sshd.session_pids()
+    victim = ssh_masters(manager.directory) if manager.backend == "openssh" else sshd.session_pids()
     (pid,) = victim
     os.kill(pid, signal.SIGKILL)
 

@@ -12,7 +12,7 @@ import pytest
 from forwardbasespawner.ssh.ports import port_is_free
 from tests.conftest import ssh_config
 from tests.hubharness import running_hub, server_token
-from tests.processes import process_alive, processes_with, ssh_processes
+from tests.processes import process_alive, processes_with, ssh_masters, ssh_processes
 
 pytestmark = pytest.mark.slow
 NODE_WATCHER_TOKEN = secrets.token_hex(16)
@@ -68,7 +68,7 @@ async def test_tunnel_during_start_then_nothing_left(hub, no_leaks):
     backend_port = int(state["port_forward_info"]["service"].rsplit(":", 1)[1])
     assert state["custom_port"] != backend_port  # the Hub talks to the forward, not the server
     assert await answers_through_proxy(hub, "ann", "t1")
-    assert len(ssh_processes(hub.control_dir)) == 1
+    assert len(ssh_masters(hub.control_dir)) == 1
     async with hub.session.get(f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.admin_token}"}) as r:
         metrics = await r.text()
     for line in (
@@ -104,13 +104,13 @@ async def test_hub_restart_adopts_the_masters_and_their_forwards(hub, no_leaks):
         await hub.spawn("bea", server, {"tunnel": True})
     for server in ("r1", "r2"):
         await hub.wait_ready("bea", server)
-    before = ssh_processes(hub.control_dir)
+    before = ssh_masters(hub.control_dir)
     assert len(before) == 1
     await hub.restart_hub()  # SIGTERM: the master keeps serving, the new Hub adopts it
     for server in ("r1", "r2"):
         await hub.wait_ready("bea", server)
         assert await answers_through_proxy(hub, "bea", server)
-    assert ssh_processes(hub.control_dir) == before  # the same master: adopted, not replaced
+    assert ssh_masters(hub.control_dir) == before  # the same master: adopted, not replaced
     assert await metric(hub, "forwardbasespawner_ssh_adoptions_total", outcome="forward") >= 2
     for server in ("r1", "r2"):
         await stop(hub, "bea", server)
@@ -133,11 +133,11 @@ async def test_killed_master_heals_without_an_api_call(hub, no_leaks):
     no_leaks.append("fbs-sim-cid-k-")
     await hub.spawn("cid", "k", {"tunnel": True})
     await hub.wait_ready("cid", "k")
-    (pid,) = ssh_processes(hub.control_dir)
+    (pid,) = ssh_masters(hub.control_dir)
     os.kill(pid, 9)
 
     async def healed():
-        return ssh_processes(hub.control_dir) not in ([], [pid]) and await answers_through_proxy(hub, "cid", "k")
+        return ssh_masters(hub.control_dir) not in ([], [pid]) and await answers_through_proxy(hub, "cid", "k")
 
     await hub.wait_for(healed)
     await stop(hub, "cid", "k")
@@ -147,19 +147,26 @@ async def test_node_restarted_api(hub, no_leaks):
     no_leaks.append("fbs-sim-dee-n-")
     await hub.spawn("dee", "n", {"tunnel": True, "system": "JUWELS"})
     await hub.wait_ready("dee", "n")
-    (before,) = ssh_processes(hub.control_dir)
+    (before,) = ssh_masters(hub.control_dir)
     alice = await hub.user_token("alice")
     status, reply = await hub.request("POST", "/recreateforward/127.0.0.1", token=alice)
     assert status == 403 and "custom:sshnode:restart" in reply["message"]
     status, reply = await hub.request("POST", "/recreateforward/bad;name", token=NODE_WATCHER_TOKEN)
     assert status == 400
     # a healthy master is left alone: a rebuild would cut every connection through it
+    rebuilds = "forwardbasespawner_ssh_node_rebuilds_total"
     restores = await metric(hub, "forwardbasespawner_ssh_restores_total")
+    left_alone = await metric(hub, rebuilds, node="127.0.0.1", outcome="left_alone")
+    rebuilt = await metric(hub, rebuilds, node="127.0.0.1", outcome="rebuilt")
     status, reply = await hub.request("POST", "/recreateforward/127.0.0.1", token=NODE_WATCHER_TOKEN)
     assert status == 202 and reply["jump_hosts"] == ["127.0.0.1"]
-    for _ in range(30):  # the rebuild runs on after the answer; it would kill the master at once
-        assert process_alive(before), "the healthy master was replaced"
-        await asyncio.sleep(0.1)
+
+    async def looked_at():  # the rebuild runs on after the answer
+        return await metric(hub, rebuilds, node="127.0.0.1", outcome="left_alone") == left_alone + 1
+
+    await hub.wait_for(looked_at)
+    assert await metric(hub, rebuilds, node="127.0.0.1", outcome="rebuilt") == rebuilt
+    assert process_alive(before), "the healthy master was replaced"
     assert await metric(hub, "forwardbasespawner_ssh_restores_total") == restores
     assert await answers_through_proxy(hub, "dee", "n")
     # a master that lost a forward (here: hung, so that its check fails) is rebuilt
@@ -168,10 +175,10 @@ async def test_node_restarted_api(hub, no_leaks):
         status, reply = await hub.request("POST", "/recreateforward/127.0.0.1", token=NODE_WATCHER_TOKEN)
         assert status == 202
 
-        async def rebuilt():
-            return ssh_processes(hub.control_dir) not in ([], [before]) and await answers_through_proxy(hub, "dee", "n")
+        async def replaced():
+            return ssh_masters(hub.control_dir) not in ([], [before]) and await answers_through_proxy(hub, "dee", "n")
 
-        await hub.wait_for(rebuilt)
+        await hub.wait_for(replaced)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(before, signal.SIGCONT)
@@ -287,11 +294,15 @@ async def test_server_reaches_the_hub_through_a_reverse_tunnel(hub, no_leaks):
 async def test_failed_setuptunnel_ends_the_spawn_with_a_reason(hub, no_leaks):
     no_leaks.append("fbs-sim-hal-q-")
     await hub.spawn("hal", "q", {"later": True, "quiet": True})
-    stream = asyncio.ensure_future(hub.progress_events("hal", "q"))
     await hub.wait_for(lambda: asyncio.sleep(0, processes_with("fbs-sim-hal-q-")))
-    status, reply = await hub.request("POST", "/users/setuptunnel/hal/q", body={"service": "127.0.0.1:9", "ssh_node": "127.0.0.2"})
+    answers = []
+
+    async def setup_tunnel():  # with the progress stream open, as the spawn page has it
+        answers.append(await hub.request("POST", "/users/setuptunnel/hal/q", body={"service": "127.0.0.1:9", "ssh_node": "127.0.0.2"}))
+
+    events = await asyncio.wait_for(hub.progress_events("hal", "q", on_open=setup_tunnel), 30)
+    ((status, reply),) = answers
     assert status == 422 and "could not be set up" in reply["message"], reply
-    events = await asyncio.wait_for(stream, 30)
     assert events[-1]["failed"] is True
     assert any("tunnel to the server could not be set up" in e.get("message", "") for e in events)
     await hub.wait_stopped("hal", "q")

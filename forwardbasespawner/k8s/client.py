@@ -19,6 +19,16 @@ def _retryable(error):
     return isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError))
 
 
+def _may_have_been_done(error):
+    """Whether a failed call may still be carried out by the API server: no answer came back, but
+    the request may have reached it (a timeout, a connection cut after sending)."""
+    if isinstance(error, ApiException):
+        return error.status == 0
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return False  # never connected
+    return isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError))
+
+
 class ServiceClient:
     """Services in one cluster, through the real ``kubernetes_asyncio`` client.
 
@@ -39,6 +49,7 @@ class ServiceClient:
         self.connections = connections
         self._core = None
         self._lock = asyncio.Lock()
+        self._creates_in_doubt = set()  # (namespace, name): a create of it went unanswered
 
     async def core(self):
         if self._core is None:
@@ -72,7 +83,9 @@ class ServiceClient:
             await self._core.api_client.close()
             self._core = None
 
-    async def _call(self, what, method, *args, **kwargs):
+    async def _call(self, what, method, *args, in_doubt=None, **kwargs):
+        """``core.<method>(*args, **kwargs)`` with retries; the answer's JSON as a dict. ``in_doubt()``
+        is called when an attempt failed in a way the API server may still carry out."""
         core = await self.core()
         for attempt in range(1, self.retries + 1):
             try:
@@ -89,6 +102,8 @@ class ServiceClient:
                     raise error
                 return json.loads(body) if body else {}
             except Exception as e:
+                if in_doubt is not None and _may_have_been_done(e):
+                    in_doubt()
                 if not _retryable(e) or attempt == self.retries:
                     raise
                 # exponential backoff with full jitter, so many Hubs' retries do not align
@@ -110,20 +125,35 @@ class ServiceClient:
         if it is taken by anything else, raise :class:`ServiceConflict` and touch nothing."""
         metadata = manifest["metadata"]
         name, namespace = metadata["name"], metadata["namespace"]
+
+        def in_doubt():
+            self._creates_in_doubt.add((namespace, name))
+
         try:
-            return await self._call(f"creating Service {namespace}/{name}", "create_namespaced_service", namespace, manifest)
+            return await self._call(f"creating Service {namespace}/{name}", "create_namespaced_service", namespace, manifest,
+                                    in_doubt=in_doubt)  # fmt: skip
         except ApiException as e:
             if e.status != 409:
                 raise
         existing = await self.read_service(name, namespace)
         if existing is None:  # deleted meanwhile: try once more
-            return await self._call(f"creating Service {namespace}/{name}", "create_namespaced_service", namespace, manifest)
+            return await self._call(f"creating Service {namespace}/{name}", "create_namespaced_service", namespace, manifest,
+                                    in_doubt=in_doubt)  # fmt: skip
         if not is_ours(existing):
             raise ServiceConflict(f"Service {namespace}/{name} exists and does not belong to this server")
         replacement = dict(manifest, metadata=dict(metadata, resourceVersion=existing["metadata"]["resourceVersion"]))
         replacement["spec"] = dict(manifest["spec"], clusterIP=existing.get("spec", {}).get("clusterIP"))
         self.log.info("Replacing Service %s/%s left from an earlier start", namespace, name)
         return await self._call(f"replacing Service {namespace}/{name}", "replace_namespaced_service", name, namespace, replacement)
+
+    def create_in_doubt(self, name, namespace):
+        """Whether a create of this Service went unanswered (timed out, cut off): the API server may
+        still carry it out, also after the Service was deleted."""
+        return (namespace, name) in self._creates_in_doubt
+
+    def settle_doubt(self, name, namespace):
+        """Forget that a create of this Service went unanswered (its late arrival was watched for)."""
+        self._creates_in_doubt.discard((namespace, name))
 
     async def delete_service(self, name, namespace, uid=None):
         """Delete the Service; True if it was there, False if it was already gone.

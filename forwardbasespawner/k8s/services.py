@@ -19,6 +19,11 @@ from .server_service import ServerService
 _CLIENTS = weakref.WeakKeyDictionary()  # event loop -> {settings: ServiceClient}
 _RECONCILED = weakref.WeakKeyDictionary()  # event loop -> {hub id: task}
 _LIVE = set()  # (hub id, user, server) whose Service this process is making or keeps
+_LATE_CREATE_WATCHES = set()  # running watches (a reference keeps each task alive)
+# seconds between looks for a Service whose unanswered create the API server may still carry out
+# after the Service was deleted (about 5 minutes in all: the API server gives up on a request
+# within its own request timeout, one minute by default)
+LATE_CREATE_CHECKS = (1, 2, 4, 8, 16, 32, 60, 60, 60, 60)
 
 
 class KubernetesServices(LoggingConfigurable):
@@ -98,9 +103,39 @@ class KubernetesServices(LoggingConfigurable):
         return self.dns_name, self.port
 
     async def ssh_default_svc_remove(self):
-        await self.server_service().delete()
+        service = self.server_service()
+        await service.delete()
         _LIVE.discard((self.k8s_hub_id, self.user.name, self.name))
         self.connection.svc_open = False
+        if service.client.create_in_doubt(service.name, service.namespace):
+            task = asyncio.ensure_future(self._remove_late_service(service))
+            _LATE_CREATE_WATCHES.add(task)
+            task.add_done_callback(_LATE_CREATE_WATCHES.discard)
+
+    async def _remove_late_service(self, service, checks=LATE_CREATE_CHECKS):
+        """A create of this server's Service went unanswered (a slow or cut-off API call): the API
+        server may carry it out after the Service was deleted at stop, leaving a Service of a
+        stopped server. Look for it for a while (``checks``: seconds between looks) and delete
+        what appears, as long as the server is not running or being started again (then the
+        Service is the new start's)."""
+        client = service.client
+        client.settle_doubt(service.name, service.namespace)  # taken on here; a later start's doubt is its own
+        try:
+            selector = await self._hub_selector()
+            for delay in checks:
+                await asyncio.sleep(delay)
+                found = await client.read_service(service.name, service.namespace)
+                if found is None:
+                    continue
+                if not self._stray(found, self.user.name, self.name, selector):
+                    return  # a new start's (or not ours): never deleted here
+                if await client.delete_service(service.name, service.namespace, uid=found["metadata"].get("uid")):
+                    self.log.warning(
+                        "Service %s/%s of %s appeared after the server stopped (a create the API server carried out "
+                        "late); deleted", service.namespace, service.name, self._log_name,
+                    )  # fmt: skip
+        except Exception:
+            self.log.exception("Watching for a late Service of %s failed; the start-up clean-up removes it", self._log_name)
 
     async def run_svc_create(self):
         """Where the proxy reaches the server: the Service (built-in or custom)."""

@@ -19,6 +19,12 @@ TUNNEL_EVENTS = Counter(
     "port because another process held theirs), given_up (the server ended after the grace period)",
     ["node", "event"],
 )
+NODE_REBUILDS = Counter(
+    "forwardbasespawner_ssh_node_rebuilds",
+    "ssh masters to a jump node reported restarted (SSHNodeRestarted), per node and outcome: left_alone "
+    "(healthy: a rebuild would cut every connection through it) or rebuilt",
+    ["node", "outcome"],
+)
 FORWARD_SETUP_SECONDS = Histogram(
     "forwardbasespawner_ssh_forward_setup_seconds",
     "Time to add one forward (including starting its master when needed)",

@@ -175,7 +175,10 @@ class HubTunnel:
             if action != "start":
                 raise TunnelError(f"'{action}' on {self.endpoint.describe()} did not answer in time") from None
             self.log.info("'start' on %s for %s did not answer in time; asking 'status'", self.endpoint.describe(), self.name)
-            rc, err = await self._run("status")
+            try:
+                rc, err = await self._run("status")
+            except asyncio.TimeoutError:
+                raise TunnelError(f"neither 'start' nor 'status' on {self.endpoint.describe()} answered in time") from None
         if action == "start" and rc != self.success_code:
             reason = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {rc}"]
             raise TunnelError(f"the tunnel to the Hub on {self.endpoint.describe()} failed: {reason[0]}")

@@ -21,7 +21,7 @@ import weakref
 
 from ..errors import TunnelError
 from .controldir import control_dir
-from .metrics import ADOPTIONS, FORWARD_SETUP_SECONDS, RESTORES, register_collector
+from .metrics import ADOPTIONS, FORWARD_SETUP_SECONDS, NODE_REBUILDS, RESTORES, register_collector
 from .openssh import ControlMaster
 from .sockets import process_listens
 
@@ -217,6 +217,8 @@ class TunnelManager:
                 healthy += 1
             else:
                 masters.append(master)
+        NODE_REBUILDS.labels(node=host, outcome="left_alone").inc(healthy)
+        NODE_REBUILDS.labels(node=host, outcome="rebuilt").inc(len(masters))
         for master in masters:
             await master.kill()
         results = await asyncio.gather(*(self._restore(m) for m in masters), return_exceptions=True)

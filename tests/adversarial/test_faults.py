@@ -211,7 +211,9 @@ async def test_a_remote_that_posts_ten_thousand_events(hub):
     count("requests", len(statuses))
     count("status_5xx", sum(s >= 500 for s in statuses))
     assert set(statuses) <= {204, 409, 429}, sorted(set(statuses))
-    assert statuses.count(204) >= 200  # the burst is taken in full
+    # the burst is taken in full: each of its calls is answered (204, or 409 for the even-numbered
+    # "ready" events: the server is ready already), never 429
+    assert statuses.count(204) + statuses.count(409) >= 200
     status, reply = await hub.request("GET", "/users/progress/events/ten/t")
     events = reply["events"]
     assert len(events) <= 200 and sum(len(json.dumps(e)) for e in events) <= 256 * 1024

@@ -22,7 +22,7 @@ from forwardbasespawner.ssh.ports import port_is_free
 from tests.compat.unicore_service import UnicoreStandIn
 from tests.conftest import ssh_config
 from tests.hubharness import running_hub
-from tests.processes import processes_with, ssh_processes
+from tests.processes import processes_with, ssh_masters, ssh_processes
 
 pytestmark = pytest.mark.slow
 
@@ -215,7 +215,7 @@ async def test_spawn_shows_job_and_batch_events_then_stop_cleans_up(hub, unicore
     assert model["state"]["resource_url"] == job.url
     reply = await through_proxy(hub, "ann")
     assert reply == {"job": job.id, "label": "first-lab", "path": "/user/ann/probe"}
-    assert len(ssh_processes(hub.control_dir)) == 1, "the server is reached through the ssh forward"
+    assert len(ssh_masters(hub.control_dir)) == 1, "the server is reached through the ssh forward"
 
     await stop(hub, "ann")
     assert_aborted_and_deleted(job)

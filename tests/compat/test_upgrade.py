@@ -278,7 +278,7 @@ async def test_upgrade_in_place(master, original_venv, sshd, ssh_files, tmp_path
         # ---- the pending spawn completes when its process calls SetupTunnel after the restart
         model = await hub.wait_ready(*DELAYED)
         delayed_prefix = f"fbs-legacy-{DELAYED[0]}-{DELAYED[1]}-"
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             problem = await prober.probe_once(session, *DELAYED, delayed_prefix)
         assert problem is None, f"the delayed server does not answer through the proxy: {problem}\n{hub.log_tail()}"
         prober.servers[DELAYED] = delayed_prefix
