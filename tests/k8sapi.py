@@ -2,7 +2,7 @@
 
 Every body is validated against the schemas of a real Kubernetes release (kubernetes-validate);
 names are checked as DNS-1035 labels, which the schemas do not do. Answers carry the status codes
-and Status bodies of the real API server. ``faults`` injects 500s, 429s, slow answers and
+and Status bodies of the real API server. ``faults`` injects 500s, 429s, slow or held answers and
 connection resets, one per request in order (or per request of a ``method``): a delayed request is
 carried out after the client gave up, as a real API server may; ``latency`` delays every answer.
 """
@@ -125,6 +125,8 @@ class KubernetesAPI:
             self.faults.remove(fault)
             if fault.get("delay"):
                 await asyncio.sleep(fault["delay"])
+            if fault.get("hold"):  # an asyncio.Event: the request is worked on once the test sets it
+                await fault["hold"].wait()
             if fault.get("reset"):
                 request.transport.abort()
                 raise asyncio.CancelledError()
@@ -243,12 +245,16 @@ class KubernetesAPI:
         key = request.match_info["namespace"], request.match_info["name"]
         if key not in self.services:
             return status(404, "NotFound", f'services "{key[1]}" not found', key[1])
-        if request.can_read_body:  # DeleteOptions: a uid precondition, as the real API server checks it
-            options = await request.json()
-            wanted = ((options or {}).get("preconditions") or {}).get("uid")
-            if wanted and wanted != self.services[key]["metadata"]["uid"]:
-                return status(409, "Conflict", f"Precondition failed: UID in precondition: {wanted}, UID in object meta: "
-                              f"{self.services[key]['metadata']['uid']}", key[1])  # fmt: skip
+        body = await request.read()  # (read already: can_read_body would say False now)
+        if body:  # DeleteOptions: uid and resourceVersion preconditions, as the real API server checks them
+            options = json.loads(body)
+            preconditions = (options or {}).get("preconditions") or {}
+            meta = self.services[key]["metadata"]
+            for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+                wanted = preconditions.get(field)
+                if wanted and wanted != meta[field]:
+                    return status(409, "Conflict", f"Precondition failed: {label} in precondition: {wanted}, {label} in object "
+                                  f"meta: {meta[field]}", key[1])  # fmt: skip
         obj = self.services.pop(key)
         self.history.append(("deleted", *key, obj["metadata"]["uid"]))
         return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

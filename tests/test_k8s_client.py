@@ -104,7 +104,40 @@ async def test_faults_are_retried(k8s_api, services, fault):
     assert created["metadata"]["name"] == "jupyter-alice"
     assert len(k8s_api.services) == 1
     # an unanswered create may still be carried out: the client says so (the stop then watches for it)
-    assert services.create_in_doubt("jupyter-alice", "jh") is ("delay" in fault or "reset" in fault)
+    assert services.create_in_doubt("jupyter-alice", "jh") is ("delay" in fault or "reset" in fault or fault.get("status", 0) >= 500)
+
+
+async def test_a_create_cancelled_in_flight_is_in_doubt(k8s_api, services):
+    """JupyterHub cancels a start (start timeout, the user's cancel) while its create is out."""
+    release = asyncio.Event()
+    k8s_api.faults[:] = [{"method": "POST", "hold": release}]
+    task = asyncio.ensure_future(services.create_service(manifest(), lambda e: True))
+    for _ in range(200):
+        if k8s_api.in_flight:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert services.create_in_doubt("jupyter-alice", "jh")
+    release.set()
+    await k8s_api.settled()
+    assert ("jh", "jupyter-alice") in k8s_api.services  # carried out after all: why it is in doubt
+
+
+async def test_a_delete_by_uid_and_version_spares_a_service_taken_over_meanwhile(k8s_api, services):
+    read = (await services.create_service(manifest(), lambda e: True))["metadata"]
+    # a new start takes the Service over: the replace keeps the uid and changes the version
+    await services.create_service(manifest(port=40002), lambda e: is_ours(e, "hub1", "alice", ""))
+    assert not await services.delete_service("jupyter-alice", "jh", uid=read["uid"], resource_version=read["resourceVersion"])
+    current = k8s_api.services["jh", "jupyter-alice"]["metadata"]
+    assert current["uid"] == read["uid"]
+    assert await services.delete_service("jupyter-alice", "jh", uid=current["uid"], resource_version=current["resourceVersion"])
+    assert k8s_api.services == {}
+    # a Service of the same name made anew (another start, another Hub) has another uid: spared
+    await services.create_service(manifest(), lambda e: True)
+    assert not await services.delete_service("jupyter-alice", "jh", uid=current["uid"])
+    assert ("jh", "jupyter-alice") in k8s_api.services
 
 
 async def test_retries_give_up_with_the_error(k8s_api, services):

@@ -121,12 +121,16 @@ async def test_a_create_the_api_server_carries_out_after_the_stop_leaves_no_serv
     """The Hub gives up on a slow create and retries; the API server still carries out the first
     one, after the server has stopped and its Service was deleted: that Service is removed too."""
     no_leaks.append("fbs-sim-fay-")
-    k8s_api.faults[:] = [{"method": "POST", "delay": 4}]  # the first create waits 4 s; the Hub waits 1 s
-    await hub.spawn("fay", "l")
-    await hub.wait_ready("fay", "l")
-    (name,) = ours(k8s_api)
-    await stop(hub, "fay", "l")
-    assert name not in ours(k8s_api)
+    release = asyncio.Event()
+    k8s_api.faults[:] = [{"method": "POST", "hold": release}]  # the first create waits; the Hub gives up after 1 s
+    try:
+        await hub.spawn("fay", "l")
+        await hub.wait_ready("fay", "l")
+        (name,) = ours(k8s_api)
+        await stop(hub, "fay", "l")
+        assert name not in ours(k8s_api)
+    finally:
+        release.set()  # the create the Hub gave up on is carried out now, after the stop
 
     def carried_out():
         return [(what, uid) for what, ns, n, uid in k8s_api.history if (ns, n) == (NS, name)]

@@ -20,10 +20,11 @@ def _retryable(error):
 
 
 def _may_have_been_done(error):
-    """Whether a failed call may still be carried out by the API server: no answer came back, but
-    the request may have reached it (a timeout, a connection cut after sending)."""
+    """Whether a failed call may still be carried out by the API server: no answer came back but
+    the request may have reached it (a timeout, a connection cut after sending), or the server
+    answered that it could not finish in time (5xx: its own request timeout, an etcd timeout)."""
     if isinstance(error, ApiException):
-        return error.status == 0
+        return error.status >= 500  # status 0: the client could not even build the request
     if isinstance(error, aiohttp.ClientConnectorError):
         return False  # never connected
     return isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError))
@@ -101,6 +102,12 @@ class ServiceClient:
                     error.body = body.decode(errors="replace")
                     raise error
                 return json.loads(body) if body else {}
+            except asyncio.CancelledError:
+                # JupyterHub cancels a start (its start timeout, the user's cancel): a request that
+                # went out may still be carried out
+                if in_doubt is not None:
+                    in_doubt()
+                raise
             except Exception as e:
                 if in_doubt is not None and _may_have_been_done(e):
                     in_doubt()
@@ -155,19 +162,22 @@ class ServiceClient:
         """Forget that a create of this Service went unanswered (its late arrival was watched for)."""
         self._creates_in_doubt.discard((namespace, name))
 
-    async def delete_service(self, name, namespace, uid=None):
+    async def delete_service(self, name, namespace, uid=None, resource_version=None):
         """Delete the Service; True if it was there, False if it was already gone.
 
         With ``uid``, only that very object (a precondition the API server checks): a Service
         of the same name created meanwhile, by another start or another Hub, is left alone
-        (False).
+        (False). With ``resource_version`` as well, only if nobody changed it since it was read
+        (a start that took it over replaces it, which keeps the uid).
         """
-        kwargs = {"body": {"preconditions": {"uid": uid}}} if uid else {}
+        preconditions = {"uid": uid, "resourceVersion": resource_version}
+        preconditions = {k: v for k, v in preconditions.items() if v}
+        kwargs = {"body": {"preconditions": preconditions}} if preconditions else {}
         try:
             await self._call(f"deleting Service {namespace}/{name}", "delete_namespaced_service", name, namespace, **kwargs)
             return True
         except ApiException as e:
-            if e.status == 404 or (uid and e.status == 409):
+            if e.status == 404 or (preconditions and e.status == 409):
                 return False
             raise
 

@@ -128,8 +128,11 @@ class KubernetesServices(LoggingConfigurable):
                 if found is None:
                     continue
                 if not self._stray(found, self.user.name, self.name, selector):
-                    return  # a new start's (or not ours): never deleted here
-                if await client.delete_service(service.name, service.namespace, uid=found["metadata"].get("uid")):
+                    continue  # a new start's (or not ours): never deleted here; looked at again later
+                metadata = found["metadata"]
+                # only the object as read: a start that took it over meanwhile has replaced it
+                if await client.delete_service(service.name, service.namespace, uid=metadata.get("uid"),
+                                               resource_version=metadata.get("resourceVersion")):  # fmt: skip
                     self.log.warning(
                         "Service %s/%s of %s appeared after the server stopped (a create the API server carried out "
                         "late); deleted", service.namespace, service.name, self._log_name,
@@ -193,7 +196,8 @@ class KubernetesServices(LoggingConfigurable):
                 continue
             if not self._stray(current, user, server, selector):
                 continue
-            if await client.delete_service(metadata["name"], self.namespace, uid=metadata.get("uid")):
+            if await client.delete_service(metadata["name"], self.namespace, uid=metadata.get("uid"),
+                                           resource_version=current["metadata"].get("resourceVersion")):  # fmt: skip
                 deleted += 1
         self.log.info("Service clean-up for hub %s: %d stray Services deleted", self.k8s_hub_id, deleted)
 
