@@ -50,7 +50,7 @@ class ServiceClient:
         self.connections = connections
         self._core = None
         self._lock = asyncio.Lock()
-        self._creates_in_doubt = set()  # (namespace, name): a create of it went unanswered
+        self._creates_in_doubt = set()  # (namespace, name): a create of it may still be carried out
 
     async def core(self):
         if self._core is None:
@@ -154,8 +154,8 @@ class ServiceClient:
         return await self._call(f"replacing Service {namespace}/{name}", "replace_namespaced_service", name, namespace, replacement)
 
     def create_in_doubt(self, name, namespace):
-        """Whether a create of this Service went unanswered (timed out, cut off): the API server may
-        still carry it out, also after the Service was deleted."""
+        """Whether a create of this Service went unanswered (timed out, cut off, cancelled) or got a
+        5xx: the API server may still carry it out, also after the Service was deleted."""
         return (namespace, name) in self._creates_in_doubt
 
     def settle_doubt(self, name, namespace):
