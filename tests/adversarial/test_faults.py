@@ -157,13 +157,13 @@ async def test_sshd_stopped_mid_forward_then_back(hub, sshd):
 )
 async def test_kubernetes_faults_on_create_and_delete(hub, k8s_api, faults):
     user = f"kay{len(faults)}{faults[0].get('status', 'x')}"
-    k8s_api.faults[:] = [dict(f) for f in faults]
+    k8s_api.faults[:] = [dict(f, method="POST") for f in faults]  # the create's (never a watch's GET)
     count("faults_injected", len(faults))
     await hub.spawn(user, "", {"tunnel": True, "svc": True})
     model = await hub.wait_ready(user)
     services = [k for k in k8s_api.services if k[0] == NS]
     assert len(services) == 1, services
-    k8s_api.faults[:] = [dict(f) for f in faults]  # and again while the Service is deleted
+    k8s_api.faults[:] = [dict(f, method="DELETE") for f in faults]  # and again while the Service is deleted
     count("faults_injected", len(faults))
     await stop(hub, user, "")
     await assert_no_leaks(hub, f"fbs-sim-{user}-", [model["state"]["custom_port"]], k8s_api)
