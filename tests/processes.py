@@ -56,17 +56,19 @@ def processes_with(marker):
     return [p.pid for p in processes(lambda p: marker in p.cmdline)]
 
 
+def _is_ssh_with(process, marker):
+    return bool(process.argv) and process.argv[0].endswith("ssh") and any(marker in a for a in process.argv)
+
+
 def ssh_processes(marker):
     """PIDs of live ssh client processes with ``marker`` in an argument (e.g. a control directory)."""
-    return [p.pid for p in processes(lambda p: p.argv and p.argv[0].endswith("ssh") and any(marker in a for a in p.argv))]
+    return [p.pid for p in processes(lambda p: _is_ssh_with(p, marker))]
 
 
 def ssh_masters(marker):
     """PIDs of live ssh ControlMasters (``ssh -M``) with ``marker`` in an argument: unlike
     :func:`ssh_processes`, never the short-lived ``ssh -O check`` clients of their supervision."""
-    return [
-        p.pid for p in processes(lambda p: p.argv and p.argv[0].endswith("ssh") and "-M" in p.argv and any(marker in a for a in p.argv))
-    ]
+    return [p.pid for p in processes(lambda p: _is_ssh_with(p, marker) and "-M" in p.argv)]
 
 
 def process_environ(pid):
